@@ -1,0 +1,233 @@
+"""Typed configuration: one dataclass per job, named presets, and `section.field=value` overrides.
+
+Every default that comes from the paper or the authors' code says so in a comment; see
+../docs/configuration.md (and paper-notes) for the sources.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    image_size: int = 256  # paper: 256²
+    base_channels: int = 64  # lab: num_channels 64
+    max_channels: int = 512  # lab: max 512
+    embedding_dim: int = 512  # N in the paper
+    # G downsamples the landmark image to this resolution, runs its AdaIN bottleneck there, then upsamples.
+    generator_bottleneck_resolution: int = 16
+    num_bottleneck_blocks: int = 4
+    attention_down_resolution: int = 32  # paper: self-attention at 32x32 in every down path
+    attention_up_resolution: int = 64  # paper: at 64x64 in G's up path
+    discriminator_final_resolution: int = 4  # paper: one extra residual block at 4x4
+    spectral_norm: bool = True  # paper: on every conv and linear layer, P included
+
+
+@dataclass
+class LossConfig:
+    # L_CNT. Paper v1 weights; later versions use 1.5e-1 / 2.5e-2 (ports).
+    vgg19_weight: float = 1e-2
+    vggface_weight: float = 2e-3
+    vgg19_weights_path: str | None = None  # or env METAHEAD_VGG19_WEIGHTS
+    vggface_weights_path: str | None = None  # or env METAHEAD_VGGFACE_WEIGHTS
+    # Used when no VGG weights are configured (documented in docs/losses.md).
+    identity_weight: float = 2e-3  # dlib face-recognition features on aligned chips
+    pixel_weight: float = 1.0  # multi-scale L1 on pixels
+    # L_ADV = -D(x̂) + feature matching.
+    adversarial_weight: float = 1.0
+    feature_matching_weight: float = 10.0  # ports: 10
+    # L_MCH: L1 between ê_i(k) and W_i (FT model only). v1 ports: 80; v2 ports: 10.
+    match_weight: float = 80.0
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    out: str = ""
+    finetunable: bool = True  # True: the "FT" model (with L_MCH); False: the feed-forward "FF" model
+    shots: int = 8  # K frames embedded per episode (paper: 8)
+    batch_size: int = 1  # episodes per step per process
+    steps: int = 100_000
+    lr_generator: float = 5e-5  # E, G, P (paper)
+    lr_discriminator: float = 2e-4  # D (paper)
+    adam_betas: tuple[float, float] = (0.0, 0.999)  # lab
+    discriminator_steps: int = 1  # D updates per G update
+    amp: str = "none"  # "none" | "bf16"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 2
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class FinetuneConfig:
+    shots: int = 8  # T
+    steps: int = 40  # the paper says fine-tuning converges "after a few steps"; open
+    batch_size: int = 4
+    lr_generator: float = 5e-5
+    lr_discriminator: float = 2e-4
+    seed: int = 0
+
+
+@dataclass
+class SynthConfig:
+    identities: int = 20
+    videos_per_identity: int = 3
+    frames: int = 32
+    size: int = 128
+    seed: int = 0
+    test_fraction: float = 0.2
+
+
+@dataclass
+class ExperimentConfig:
+    preset: str = "paper-256"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        return _from_dict(cls, data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ExperimentConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: not a valid metahead config: {err}") from err
+
+
+def _paper_256() -> ExperimentConfig:
+    return ExperimentConfig(preset="paper-256")
+
+
+def _cpu_128() -> ExperimentConfig:
+    cfg = ExperimentConfig(preset="cpu-128")
+    cfg.model = ModelConfig(image_size=128, base_channels=32, max_channels=256, embedding_dim=256,
+                            generator_bottleneck_resolution=16, num_bottleneck_blocks=3)
+    cfg.train.amp = "bf16"
+    return cfg
+
+
+def _cpu_64() -> ExperimentConfig:
+    cfg = ExperimentConfig(preset="cpu-64")
+    cfg.model = ModelConfig(image_size=64, base_channels=32, max_channels=256, embedding_dim=256,
+                            generator_bottleneck_resolution=8, num_bottleneck_blocks=2)
+    cfg.train.amp = "bf16"
+    cfg.train.sample_every = 200
+    cfg.train.checkpoint_every = 200
+    return cfg
+
+
+def _tiny() -> ExperimentConfig:
+    """For tests: seconds per step on one core."""
+    cfg = ExperimentConfig(preset="tiny")
+    cfg.model = ModelConfig(image_size=32, base_channels=8, max_channels=32, embedding_dim=32,
+                            generator_bottleneck_resolution=8, num_bottleneck_blocks=1,
+                            attention_down_resolution=16, attention_up_resolution=16,
+                            discriminator_final_resolution=4)
+    cfg.train.shots = 2
+    cfg.train.num_workers = 0
+    cfg.train.log_every = 1
+    cfg.finetune.shots = 2
+    cfg.finetune.steps = 2
+    return cfg
+
+
+PRESETS: dict[str, typing.Callable[[], ExperimentConfig]] = {
+    "paper-256": _paper_256,
+    "cpu-128": _cpu_128,
+    "cpu-64": _cpu_64,
+    "tiny": _tiny,
+}
+
+
+def preset(name: str) -> ExperimentConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Apply `section.field=value` strings (e.g. `train.steps=100`, `model.base_channels=16`)."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form section.field=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        target: Any = cfg
+        for name in parts[:-1]:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, name):
+                raise ValueError(f"override {item!r}: no config section {name!r}")
+            target = getattr(target, name)
+        name = parts[-1]
+        fields = {f.name: f for f in dataclasses.fields(target)} if dataclasses.is_dataclass(target) else {}
+        if name not in fields:
+            raise ValueError(f"override {item!r}: unknown field {key!r}")
+        hints = typing.get_type_hints(type(target))
+        setattr(target, name, _parse_value(raw.strip(), hints[name], key))
+    return cfg
+
+
+def _parse_value(raw: str, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        if raw.lower() in ("none", "null", ""):
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _parse_value(raw, non_none[0], key)
+    if typ is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key}: expected true/false, got {raw!r}")
+    if origin is tuple:
+        items = [s for s in raw.strip("()[] ").split(",") if s.strip()]
+        return tuple(_parse_value(s.strip(), args[i] if i < len(args) else args[0], key) for i, s in enumerate(items))
+    try:
+        return typ(raw)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{key}: cannot read {raw!r} as {getattr(typ, '__name__', typ)}") from err
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown fields for {cls.__name__}: {sorted(unknown)}")
+    for name, value in data.items():
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _from_dict(typ, value)
+        elif typing.get_origin(typ) is tuple:
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

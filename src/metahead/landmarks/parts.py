@@ -1,0 +1,43 @@
+"""The 68-point facial landmark scheme (iBUG 300-W / dlib / FAN order) split into the parts the paper draws."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FacePart:
+    name: str
+    start: int  # first landmark index
+    stop: int  # one past the last landmark index
+    closed: bool  # drawn as a closed polyline (eyes, lips)
+    color: tuple[int, int, int]  # RGB, 0-255
+
+
+# Each part gets its own colour so the generator can tell the parts apart (paper, Sec. 3.2).
+FACE_PARTS: tuple[FacePart, ...] = (
+    FacePart("jaw", 0, 17, False, (255, 255, 255)),
+    FacePart("right_brow", 17, 22, False, (255, 128, 0)),
+    FacePart("left_brow", 22, 27, False, (255, 200, 0)),
+    FacePart("nose_bridge", 27, 31, False, (0, 128, 255)),
+    FacePart("nostrils", 31, 36, False, (0, 255, 255)),
+    FacePart("right_eye", 36, 42, True, (0, 255, 0)),
+    FacePart("left_eye", 42, 48, True, (128, 255, 0)),
+    FacePart("outer_lips", 48, 60, True, (255, 0, 0)),
+    FacePart("inner_lips", 60, 68, True, (255, 0, 255)),
+)
+
+NUM_LANDMARKS = 68
+RIGHT_EYE = slice(36, 42)  # the subject's right eye: image left in a frontal view
+LEFT_EYE = slice(42, 48)
+
+
+def segments() -> list[tuple[int, int, int]]:
+    """All line segments as (part index, landmark a, landmark b)."""
+    out = []
+    for p, part in enumerate(FACE_PARTS):
+        idx = list(range(part.start, part.stop))
+        if part.closed:
+            idx.append(part.start)
+        out.extend((p, a, b) for a, b in zip(idx[:-1], idx[1:]))
+    return out
