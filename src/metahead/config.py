@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metahead.fileio import atomic_write_text
+
 
 @dataclass
 class ModelConfig:
@@ -29,7 +31,10 @@ class ModelConfig:
     attention_down_resolution: int = 32  # paper: self-attention at 32x32 in every down path
     attention_up_resolution: int = 64  # paper: at 64x64 in G's up path
     discriminator_final_resolution: int = 4  # paper: one extra residual block at 4x4
+    embedder_final_resolution: int = 4  # E's down path ends where D's does (paper: same blocks as D's V)
     spectral_norm: bool = True  # paper: on every conv and linear layer, P included
+    # Weight init before spectral norm: "orthogonal" (BigGAN's choice; see docs/networks.md) or "xavier".
+    weight_init: str = "orthogonal"
 
 
 @dataclass
@@ -39,9 +44,18 @@ class LossConfig:
     vggface_weight: float = 2e-3
     vgg19_weights_path: str | None = None  # or env METAHEAD_VGG19_WEIGHTS
     vggface_weights_path: str | None = None  # or env METAHEAD_VGGFACE_WEIGHTS
+    # Input convention of the weight files (docs/losses.md): "caffe" = BGR, 0-255, mean subtracted (the
+    # paper's Caffe releases); "torchvision" = RGB [0,1] ImageNet mean/std; "matconvnet" = RGB 0-255 minus
+    # the VGG-Face mean (the vgg_face_dag.pth conversion).
+    vgg19_input: str = "caffe"
+    vggface_input: str = "caffe"
     # Used when no VGG weights are configured (documented in docs/losses.md).
-    identity_weight: float = 2e-3  # dlib face-recognition features on aligned chips
+    # dlib face-recognition features on aligned chips; calibrated on real faces so that for a blurred frame
+    # the weighted identity term is ~3x the pixel term (benchmarks/calibrate_identity_weight.py).
+    identity_weight: float = 5e-2
     pixel_weight: float = 1.0  # multi-scale L1 on pixels
+    pixel_scales: int = 3  # offline default: L1 at full, 1/2, 1/4 resolution
+    identity_network: str = "dlib"  # offline default's identity features: "dlib" or "none"
     # L_ADV = -D(x̂) + feature matching.
     adversarial_weight: float = 1.0
     feature_matching_weight: float = 10.0  # ports: 10
@@ -109,7 +123,7 @@ class ExperimentConfig:
         return _from_dict(cls, data)
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExperimentConfig:
@@ -125,16 +139,28 @@ def _paper_256() -> ExperimentConfig:
 
 def _cpu_128() -> ExperimentConfig:
     cfg = ExperimentConfig(preset="cpu-128")
-    cfg.model = ModelConfig(image_size=128, base_channels=32, max_channels=256, embedding_dim=256,
-                            generator_bottleneck_resolution=16, num_bottleneck_blocks=3)
+    cfg.model = ModelConfig(
+        image_size=128,
+        base_channels=32,
+        max_channels=256,
+        embedding_dim=256,
+        generator_bottleneck_resolution=16,
+        num_bottleneck_blocks=3,
+    )
     cfg.train.amp = "bf16"
     return cfg
 
 
 def _cpu_64() -> ExperimentConfig:
     cfg = ExperimentConfig(preset="cpu-64")
-    cfg.model = ModelConfig(image_size=64, base_channels=32, max_channels=256, embedding_dim=256,
-                            generator_bottleneck_resolution=8, num_bottleneck_blocks=2)
+    cfg.model = ModelConfig(
+        image_size=64,
+        base_channels=32,
+        max_channels=256,
+        embedding_dim=256,
+        generator_bottleneck_resolution=8,
+        num_bottleneck_blocks=2,
+    )
     cfg.train.amp = "bf16"
     cfg.train.sample_every = 200
     cfg.train.checkpoint_every = 200
@@ -144,10 +170,17 @@ def _cpu_64() -> ExperimentConfig:
 def _tiny() -> ExperimentConfig:
     """For tests: seconds per step on one core."""
     cfg = ExperimentConfig(preset="tiny")
-    cfg.model = ModelConfig(image_size=32, base_channels=8, max_channels=32, embedding_dim=32,
-                            generator_bottleneck_resolution=8, num_bottleneck_blocks=1,
-                            attention_down_resolution=16, attention_up_resolution=16,
-                            discriminator_final_resolution=4)
+    cfg.model = ModelConfig(
+        image_size=32,
+        base_channels=8,
+        max_channels=32,
+        embedding_dim=32,
+        generator_bottleneck_resolution=8,
+        num_bottleneck_blocks=1,
+        attention_down_resolution=16,
+        attention_up_resolution=16,
+        discriminator_final_resolution=4,
+    )
     cfg.train.shots = 2
     cfg.train.num_workers = 0
     cfg.train.log_every = 1
@@ -208,7 +241,11 @@ def _parse_value(raw: str, typ: Any, key: str) -> Any:
         raise ValueError(f"{key}: expected true/false, got {raw!r}")
     if origin is tuple:
         items = [s for s in raw.strip("()[] ").split(",") if s.strip()]
-        return tuple(_parse_value(s.strip(), args[i] if i < len(args) else args[0], key) for i, s in enumerate(items))
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[T, ...]: any length
+            args = (args[0],) * len(items)
+        elif len(items) != len(args):
+            raise ValueError(f"{key}: expected {len(args)} comma-separated values, got {raw!r}")
+        return tuple(_parse_value(s.strip(), a, key) for s, a in zip(items, args))
     try:
         return typ(raw)
     except (TypeError, ValueError) as err:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import operator
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -32,10 +33,15 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.csv"
 INFO = "dataset.json"
 SPLITS = ("train", "test", "dev")
+FRAME_CODECS = ("jpeg", "png")
 
 
 class DataError(ValueError):
     """Bad data on disk; the message names the file and the problem."""
+
+
+class DataWarning(UserWarning):
+    """Data that is skipped so that training can go on (e.g. a video too short for an episode)."""
 
 
 @dataclass(frozen=True)
@@ -64,26 +70,63 @@ def write_info(root: str | os.PathLike, info: DatasetInfo) -> None:
 def read_info(root: str | os.PathLike) -> DatasetInfo:
     path = Path(root) / INFO
     if not path.exists():
-        raise DataError(f"{path}: missing; is {root} a metahead dataset (made by `metahead synth` or `prepare`)?")
+        raise DataError(
+            f"{path}: missing; is {root} a metahead dataset (made by `metahead synth` or `prepare`)?"
+        )
     try:
-        raw = json.loads(path.read_text())
-        info = DatasetInfo(**raw)
-    except (json.JSONDecodeError, TypeError) as err:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: malformed dataset description: {err}") from err
-    if info.format != FORMAT_NAME:
-        raise DataError(f"{path}: format is {info.format!r}, expected {FORMAT_NAME!r}")
-    if info.version > FORMAT_VERSION:
-        raise DataError(f"{path}: format version {info.version} is newer than this metahead ({FORMAT_VERSION})")
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: malformed dataset description: expected a JSON object")
+    # Name and version first: a newer format may add fields this version does not know.
+    if raw.get("format") != FORMAT_NAME:
+        raise DataError(f"{path}: format is {raw.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = raw.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DataError(f"{path}: format version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise DataError(
+            f"{path}: format version {version} is newer than this metahead reads ({FORMAT_VERSION}); "
+            "update metahead"
+        )
+    try:
+        info = DatasetInfo(**raw)
+    except TypeError as err:
+        raise DataError(f"{path}: malformed dataset description: {err}") from err
+    if not isinstance(info.image_size, int) or isinstance(info.image_size, bool) or info.image_size < 1:
+        raise DataError(f"{path}: image_size {info.image_size!r} is not a positive integer")
+    if info.frame_codec not in FRAME_CODECS:
+        raise DataError(f"{path}: frame_codec {info.frame_codec!r} is not one of {FRAME_CODECS}")
     return info
+
+
+def _record_problem(rec: VideoRecord) -> str | None:
+    """Why a record cannot be in a manifest, or None."""
+    if not rec.identity or not rec.video or not rec.path:
+        return "identity, video and path must be non-empty"
+    if rec.split not in SPLITS:
+        return f"split {rec.split!r} is not one of {SPLITS}"
+    if rec.num_frames < 0:
+        return f"num_frames {rec.num_frames} is negative"
+    # Plain string tests: a VoxCeleb2 manifest has a million rows.
+    if rec.path.startswith("/") or "\\" in rec.path or ".." in rec.path.split("/"):
+        return f"path {rec.path!r} must be relative to videos/, with / separators and no '..'"
+    return None
 
 
 def write_manifest(root: str | os.PathLike, records: Iterable[VideoRecord]) -> None:
     names = [f.name for f in fields(VideoRecord)]
-    with atomic_path(Path(root) / MANIFEST) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=names)
-        writer.writeheader()
-        for rec in records:
-            writer.writerow(asdict(rec))
+    path = Path(root) / MANIFEST
+    records = list(records)
+    for rec in records:
+        problem = _record_problem(rec)
+        if problem:
+            raise ValueError(f"{path}: cannot write {rec}: {problem}")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(names)
+        writer.writerows((rec.identity, rec.video, rec.split, rec.num_frames, rec.path) for rec in records)
 
 
 def read_manifest(root: str | os.PathLike, split: str | None = None) -> list[VideoRecord]:
@@ -92,28 +135,44 @@ def read_manifest(root: str | os.PathLike, split: str | None = None) -> list[Vid
         raise DataError(f"{path}: manifest missing")
     names = [f.name for f in fields(VideoRecord)]
     records = []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None:
-            raise DataError(f"{path}: manifest is empty (no header)")
-        missing = set(names) - set(reader.fieldnames)
-        if missing:
-            raise DataError(f"{path}: manifest lacks columns {sorted(missing)}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                rec = VideoRecord(
-                    identity=row["identity"],
-                    video=row["video"],
-                    split=row["split"],
-                    num_frames=int(row["num_frames"]),
-                    path=row["path"],
+    seen: dict[tuple[str, str], int] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: manifest is empty (no header)")
+            missing = set(names) - set(header)
+            if missing:
+                raise DataError(
+                    f"{path}: manifest lacks columns {sorted(missing)} (header: {header}; "
+                    f"expected {','.join(names)})"
                 )
-            except (TypeError, ValueError) as err:
-                raise DataError(f"{path}:{line}: malformed row {row}: {err}") from err
-            if not rec.identity or not rec.video or not rec.path or rec.num_frames < 0:
-                raise DataError(f"{path}:{line}: malformed row {row}")
-            if split is None or rec.split == split:
-                records.append(rec)
+            fields_of = operator.itemgetter(*(header.index(name) for name in names))
+            for row in reader:
+                if not row:  # a blank line
+                    continue
+                line = reader.line_num
+                if len(row) != len(header):
+                    raise DataError(f"{path}:{line}: malformed row {row}: {len(header)} fields expected")
+                identity, video, row_split, num_frames, rel_path = fields_of(row)
+                try:
+                    rec = VideoRecord(identity, video, row_split, int(num_frames), rel_path)
+                except ValueError as err:
+                    raise DataError(f"{path}:{line}: malformed row {row}: {err}") from err
+                problem = _record_problem(rec)
+                if problem:
+                    raise DataError(f"{path}:{line}: malformed row {row}: {problem}")
+                key = (identity, video)
+                if key in seen:
+                    raise DataError(
+                        f"{path}:{line}: video {identity}/{video} already listed on line {seen[key]}"
+                    )
+                seen[key] = line
+                if split is None or row_split == split:
+                    records.append(rec)
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: malformed manifest: {err}") from err
     return records
 
 
@@ -148,19 +207,33 @@ def write_video(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    offsets = [0]
-    with open(tmp / "frames.bin", "wb") as f:
-        for frame in frames:
-            data = encode_image(frame, codec, quality)
-            f.write(data)
-            offsets.append(offsets[-1] + len(data))
-    landmarks = np.asarray(landmarks, dtype=np.float32)
-    count = len(offsets) - 1
-    if landmarks.shape != (count, 68, 2):
-        shutil.rmtree(tmp)
-        raise ValueError(f"{final}: landmarks shape {landmarks.shape} does not match {count} frames x 68 x 2")
-    np.save(tmp / "frames.idx.npy", np.asarray(offsets, dtype=np.int64))
-    np.save(tmp / "landmarks.npy", landmarks)
+    try:
+        offsets = [0]
+        shape = None
+        with open(tmp / "frames.bin", "wb") as f:
+            for frame in frames:
+                frame = np.asarray(frame)
+                if shape is not None and frame.shape != shape:
+                    raise ValueError(
+                        f"{final}: frame {len(offsets) - 1} has shape {frame.shape}, frame 0 {shape}"
+                    )
+                shape = frame.shape
+                data = encode_image(frame, codec, quality)
+                f.write(data)
+                offsets.append(offsets[-1] + len(data))
+        landmarks = np.asarray(landmarks, dtype=np.float32)
+        count = len(offsets) - 1
+        if landmarks.shape != (count, 68, 2):
+            raise ValueError(
+                f"{final}: landmarks shape {landmarks.shape} does not match {count} frames x 68 x 2"
+            )
+        if not np.isfinite(landmarks).all():
+            raise ValueError(f"{final}: landmarks contain NaN or inf")
+        np.save(tmp / "frames.idx.npy", np.asarray(offsets, dtype=np.int64))
+        np.save(tmp / "landmarks.npy", landmarks)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -180,11 +253,17 @@ class VideoReader:
         for p in (self._bin, idx_path, lm_path):
             if not p.exists():
                 raise DataError(f"{p}: missing")
-        try:
-            self.offsets = np.load(idx_path)
-            self.landmarks = np.load(lm_path, mmap_mode="r")
-        except (ValueError, OSError) as err:
-            raise DataError(f"{self.dir}: unreadable index or landmarks: {err}") from err
+        self.offsets = _load_array(idx_path)
+        self.landmarks = _load_array(lm_path, mmap_mode="r")
+        offsets = self.offsets
+        if (
+            offsets.ndim != 1
+            or len(offsets) < 1
+            or not np.issubdtype(offsets.dtype, np.integer)
+            or offsets[0] != 0
+            or (np.diff(offsets) < 0).any()
+        ):
+            raise DataError(f"{idx_path}: not a frame index (1-D integers from 0, non-decreasing)")
         n = len(self.offsets) - 1
         if self.landmarks.ndim != 3 or self.landmarks.shape[1:] != (68, 2):
             raise DataError(f"{lm_path}: landmarks have shape {self.landmarks.shape}, expected (N, 68, 2)")
@@ -192,32 +271,67 @@ class VideoReader:
             raise DataError(f"{lm_path}: {self.landmarks.shape[0]} landmark sets for {n} frames")
         if expected_frames is not None and expected_frames != n:
             raise DataError(f"{self.dir}: holds {n} frames, the manifest says {expected_frames}")
+        if not np.issubdtype(self.landmarks.dtype, np.floating):
+            raise DataError(f"{lm_path}: landmarks are {self.landmarks.dtype}, expected float")
         size = self._bin.stat().st_size
-        if n > 0 and self.offsets[-1] != size:
-            raise DataError(f"{self._bin}: {size} bytes, the index expects {self.offsets[-1]} (truncated?)")
+        if self.offsets[-1] != size:
+            state = "truncated" if size < self.offsets[-1] else "longer than indexed"
+            raise DataError(f"{self._bin}: {size} bytes, the index expects {self.offsets[-1]} ({state})")
         self.num_frames = n
+        self._lm_path = lm_path
 
     def __len__(self) -> int:
         return self.num_frames
 
     def read_frame(self, index: int) -> np.ndarray:
-        if not 0 <= index < self.num_frames:
-            raise IndexError(f"{self.dir}: frame {index} out of range (0..{self.num_frames - 1})")
-        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
-        with open(self._bin, "rb") as f:
-            f.seek(start)
-            data = f.read(stop - start)
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                return np.asarray(img.convert("RGB"))
-        except (OSError, ValueError) as err:
-            raise DataError(f"{self._bin}: frame {index} is corrupt: {err}") from err
+        return self.read_frames([index])[0]
 
     def read_frames(self, indices: Sequence[int]) -> np.ndarray:
-        return np.stack([self.read_frame(int(i)) for i in indices])
+        """Decode the frames at `indices` (any order, repeats allowed): (len, H, W, 3) uint8."""
+        indices = [int(i) for i in indices]
+        for index in indices:
+            if not 0 <= index < self.num_frames:
+                raise IndexError(f"{self.dir}: frame {index} out of range (0..{self.num_frames - 1})")
+        frames = []
+        shape = None
+        with open(self._bin, "rb") as f:
+            for index in indices:
+                start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+                f.seek(start)
+                frame = _decode_frame(f.read(stop - start), self._bin, index)
+                if shape is not None and frame.shape != shape:
+                    raise DataError(
+                        f"{self._bin}: frame {index} is {frame.shape}, frame {indices[0]} is {shape}"
+                    )
+                shape = frame.shape
+                frames.append(frame)
+        return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
 
     def read_landmarks(self, indices: Sequence[int]) -> np.ndarray:
-        return np.asarray(self.landmarks[np.asarray(indices)], dtype=np.float32)
+        """The landmarks of the frames at `indices`: (len, 68, 2) float32."""
+        try:
+            points = np.asarray(self.landmarks[np.asarray(indices, dtype=np.int64)], dtype=np.float32)
+        except (ValueError, OSError) as err:  # e.g. a file truncated after it was opened
+            raise DataError(f"{self._lm_path}: unreadable: {err}") from err
+        if not np.isfinite(points).all():
+            raise DataError(f"{self._lm_path}: landmarks of frames {list(indices)} contain NaN or inf")
+        return points
+
+
+def _load_array(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path}: unreadable or corrupt: {err}") from err
+
+
+def _decode_frame(data: bytes, path: Path, index: int) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        # PIL reports bad data as OSError/UnidentifiedImageError, and some decoders as SyntaxError.
+        raise DataError(f"{path}: frame {index} is corrupt: {err}") from err
 
 
 class Dataset:

@@ -1,4 +1,4 @@
-"""The 68-point facial landmark scheme (iBUG 300-W / dlib / FAN order) split into the parts the paper draws."""
+"""The 68-point landmark scheme (iBUG 300-W / dlib / FAN order) split into the parts the paper draws."""
 
 from __future__ import annotations
 

@@ -1,0 +1,307 @@
+"""Building blocks shared by E, G and D: spectrally normalised layers, AdaIN, self-attention, residual blocks.
+
+Every network in the paper is assembled from these; nothing here is specific to one network.
+Ops are chosen to run well on CPU under bf16 autocast and channels_last: F.instance_norm, F.avg_pool2d,
+F.interpolate and F.scaled_dot_product_attention, no Python loops over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from metahead.config import ModelConfig
+
+NORMS = ("none", "instance", "adain")
+RESAMPLES = ("none", "down", "up")
+
+
+# --- layers -------------------------------------------------------------------------------------------
+
+
+def init_weight(weight: torch.Tensor, kind: str) -> None:
+    """Initialise a conv/linear weight in place: "orthogonal" (BigGAN) or "xavier" (uniform)."""
+    if kind == "orthogonal":
+        nn.init.orthogonal_(weight)
+    elif kind == "xavier":
+        nn.init.xavier_uniform_(weight)
+    else:
+        raise ValueError(f"unknown weight_init {kind!r}; choose 'orthogonal' or 'xavier'")
+
+
+def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
+    """Wrap a conv/linear in spectral norm (paper: every conv and linear layer)."""
+    return _spectral_norm(module) if enabled else module
+
+
+def conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    spectral_norm: bool = True,
+    weight_init: str = "orthogonal",
+    bias: bool = True,
+) -> nn.Module:
+    """A same-padding conv, initialised, then spectrally normalised (init first: SN's power iteration
+    starts from the initialised weight)."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+    init_weight(conv.weight, weight_init)
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return maybe_spectral_norm(conv, spectral_norm)
+
+
+def linear(
+    in_features: int,
+    out_features: int,
+    *,
+    spectral_norm: bool = True,
+    weight_init: str = "orthogonal",
+    bias: bool = True,
+) -> nn.Module:
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    init_weight(layer.weight, weight_init)
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return maybe_spectral_norm(layer, spectral_norm)
+
+
+def is_spectrally_normalised(module: nn.Module) -> bool:
+    """True when `module`'s weight is computed by a spectral-norm parametrization."""
+    parametrizations = getattr(module, "parametrizations", None)
+    if parametrizations is None or "weight" not in parametrizations:
+        return False
+    return any(type(p).__name__ == "_SpectralNorm" for p in parametrizations["weight"])
+
+
+class AdaIN(nn.Module):
+    """Adaptive instance norm: instance-normalise, then scale and shift by this layer's slice of ψ.
+
+    The generator gives every AdaIN layer a disjoint slice [offset, offset + 2C) of ψ̂
+    (`assign_adain_slices`); the layer reads its scale (first C) and bias (next C) from the full
+    parameter vector it is given.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.channels = channels
+        self.eps = eps
+        self.offset: int | None = None
+
+    @property
+    def num_params(self) -> int:
+        return 2 * self.channels
+
+    def forward(self, x: torch.Tensor, adain_params: torch.Tensor) -> torch.Tensor:
+        if self.offset is None:
+            raise RuntimeError("AdaIN layer has no slice of ψ assigned (call assign_adain_slices)")
+        own = adain_params[:, self.offset : self.offset + self.num_params]
+        scale, bias = own[:, : self.channels, None, None], own[:, self.channels :, None, None]
+        return F.instance_norm(x, eps=self.eps) * scale + bias
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, offset={self.offset}"
+
+
+def assign_adain_slices(module: nn.Module) -> int:
+    """Give every AdaIN layer under `module` its own consecutive slice of ψ; returns len(ψ)."""
+    total = 0
+    for layer in module.modules():
+        if isinstance(layer, AdaIN):
+            layer.offset = total
+            total += layer.num_params
+    return total
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "adain":
+        return AdaIN(channels)
+    raise ValueError(f"unknown norm {kind!r}; choose one of {NORMS}")
+
+
+def _apply_norm(norm: nn.Module, x: torch.Tensor, adain_params: torch.Tensor | None) -> torch.Tensor:
+    if isinstance(norm, AdaIN):
+        if adain_params is None:
+            raise ValueError("this block uses AdaIN: pass adain_params")
+        return norm(x, adain_params)
+    return norm(x)
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention: x + γ · softmax(q kᵀ) v with 1x1 convs q, k (C/8 channels) and v (C).
+
+    γ starts at 0, so the block starts as the identity (SAGAN). Attention goes through
+    F.scaled_dot_product_attention, which scales logits by 1/sqrt(C/8) (SAGAN does not; harmless, and it
+    keeps logits tame at 256²).
+    """
+
+    def __init__(self, channels: int, *, spectral_norm: bool = True, weight_init: str = "orthogonal") -> None:
+        super().__init__()
+        key_channels = max(1, channels // 8)
+        kw = dict(spectral_norm=spectral_norm, weight_init=weight_init)
+        self.query = conv2d(channels, key_channels, 1, **kw)
+        self.key = conv2d(channels, key_channels, 1, **kw)
+        self.value = conv2d(channels, channels, 1, **kw)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+
+        def tokens(t: torch.Tensor) -> torch.Tensor:  # (B, C', H, W) -> (B, 1, HW, C')
+            return t.flatten(2).transpose(1, 2).unsqueeze(1)
+
+        attended = F.scaled_dot_product_attention(
+            tokens(self.query(x)), tokens(self.key(x)), tokens(self.value(x))
+        )
+        attended = attended.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
+        return x + self.gamma.to(attended.dtype) * attended
+
+
+class ResidualBlock(nn.Module):
+    """BigGAN-style pre-activation residual block:
+    [norm, ReLU] → (up) → conv3 → norm → ReLU → conv3 → (down), plus a skip path (1x1 conv where channels
+    or resolution change, identity otherwise).
+
+    resample: "down" (average pooling, E/D/G's encoder), "up" (nearest, G's decoder), "none" (bottleneck,
+    D's extra 4x4 block). norm: "none" (E, D), "instance" (G's encoder), "adain" (G's bottleneck and decoder).
+    preactivation=False drops the first norm+ReLU (the block that reads an image: ReLU would cut its
+    negative half).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        resample: str = "none",
+        norm: str = "none",
+        preactivation: bool = True,
+        spectral_norm: bool = True,
+        weight_init: str = "orthogonal",
+    ) -> None:
+        super().__init__()
+        if resample not in RESAMPLES:
+            raise ValueError(f"unknown resample {resample!r}; choose one of {RESAMPLES}")
+        self.resample = resample
+        self.preactivation = preactivation
+        kw = dict(spectral_norm=spectral_norm, weight_init=weight_init)
+        self.norm1 = make_norm(norm, in_channels) if preactivation else nn.Identity()
+        self.conv1 = conv2d(in_channels, out_channels, 3, **kw)
+        self.norm2 = make_norm(norm, out_channels)
+        self.conv2 = conv2d(out_channels, out_channels, 3, **kw)
+        needs_skip_conv = in_channels != out_channels or resample != "none"
+        self.skip = conv2d(in_channels, out_channels, 1, **kw) if needs_skip_conv else nn.Identity()
+
+    def forward(self, x: torch.Tensor, adain_params: torch.Tensor | None = None) -> torch.Tensor:
+        h = x
+        if self.preactivation:
+            h = F.relu(_apply_norm(self.norm1, h, adain_params))
+        if self.resample == "up":
+            h = _upsample(h)
+        h = self.conv1(h)
+        h = self.conv2(F.relu(_apply_norm(self.norm2, h, adain_params)))
+        # 1x1 conv commutes with nearest upsampling and average pooling: run it at the lower resolution.
+        if self.resample == "down":
+            return F.avg_pool2d(h, 2) + self.skip(F.avg_pool2d(x, 2))
+        if self.resample == "up":
+            return h + _upsample(self.skip(x))
+        return h + self.skip(x)
+
+
+def _upsample(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+# --- channel schedule and the shared down path -----------------------------------------------------------
+
+
+def channels_at(cfg: ModelConfig, resolution: int) -> int:
+    """Feature channels at a resolution: base at image_size/2, doubling per halving, capped at max
+    (paper-256: 64 @128², 128 @64², 256 @32², 512 @16² and below)."""
+    return min(cfg.max_channels, cfg.base_channels * max(1, cfg.image_size // (2 * resolution)))
+
+
+def halvings(start: int, stop: int, what: str) -> list[int]:
+    """Resolutions visited when halving from `start` down to `stop` (exclusive of start)."""
+    if stop < 1 or start % stop or (start // stop) & (start // stop - 1):
+        raise ValueError(f"{what}: {start} cannot be halved down to {stop} (need start/stop a power of two)")
+    out, r = [], start
+    while r > stop:
+        r //= 2
+        out.append(r)
+    return out
+
+
+class DownPath(nn.Module):
+    """Residual downsampling blocks from image_size to `final_resolution`, self-attention after the block
+    that reaches `attention_resolution`. Used by E, by D's V and (with instance norm) by G's encoder.
+
+    forward returns the activation after every stage (block, plus attention where present): D's feature
+    matching uses them all, E and G use the last.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        in_channels: int,
+        final_resolution: int,
+        *,
+        norm: str,
+        final_channels: int | None = None,
+        what: str = "down path",
+    ) -> None:
+        super().__init__()
+        resolutions = halvings(cfg.image_size, final_resolution, what)
+        if not resolutions:
+            raise ValueError(
+                f"{what}: final resolution {final_resolution} must be below image_size {cfg.image_size}"
+            )
+        check_attention_resolution(
+            cfg.attention_down_resolution, resolutions, f"{what} attention_down_resolution"
+        )
+        kw = dict(spectral_norm=cfg.spectral_norm, weight_init=cfg.weight_init)
+        self.resolutions = resolutions
+        self.blocks = nn.ModuleList()
+        self.attention = nn.ModuleDict()
+        channels = in_channels
+        for i, res in enumerate(resolutions):
+            out = channels_at(cfg, res)
+            if i == len(resolutions) - 1 and final_channels is not None:
+                out = final_channels
+            self.blocks.append(
+                ResidualBlock(channels, out, resample="down", norm=norm, preactivation=i > 0, **kw)
+            )
+            if res == cfg.attention_down_resolution:
+                self.attention[str(i)] = SelfAttention(out, **kw)
+            channels = out
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if str(i) in self.attention:
+                x = self.attention[str(i)](x)
+            features.append(x)
+        return features
+
+
+def check_attention_resolution(resolution: int, resolutions: Iterable[int], what: str) -> None:
+    """0 disables attention; any other value must be a resolution the path visits."""
+    resolutions = list(resolutions)
+    if resolution and resolution not in resolutions:
+        raise ValueError(f"{what}={resolution} is not on the path {resolutions} (0 disables attention)")
+
+
+def sum_pool(x: torch.Tensor) -> torch.Tensor:
+    """ReLU then global sum pooling (paper; lab code order)."""
+    return F.relu(x).sum(dim=(2, 3))

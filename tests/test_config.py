@@ -1,0 +1,105 @@
+"""Config presets, `section.field=value` overrides and save/load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metahead.config import PRESETS, ExperimentConfig, ModelConfig, apply_overrides, preset
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_build(name):
+    cfg = preset(name)
+    assert isinstance(cfg, ExperimentConfig) and cfg.preset == name
+    assert cfg.model.image_size in (32, 64, 128, 256)
+    # every resolution a network works at fits inside the image
+    assert cfg.model.generator_bottleneck_resolution <= cfg.model.image_size
+    assert cfg.train.shots >= 1 and cfg.finetune.shots >= 1
+    assert preset(name) is not cfg and preset(name) == cfg  # a fresh copy each time
+
+
+def test_preset_values_and_unknown_preset():
+    assert preset("paper-256").model.image_size == 256 and preset("paper-256").train.shots == 8
+    assert preset("cpu-128").model.image_size == 128 and preset("tiny").model.image_size == 32
+    with pytest.raises(KeyError, match="unknown preset 'nope'"):
+        preset("nope")
+
+
+def test_overrides_parse_each_type():
+    base = preset("tiny")
+    cfg = apply_overrides(
+        base,
+        [
+            "train.steps=250",
+            "train.lr_generator=1e-4",
+            "train.data=/some/where",
+            "train.finetunable=false",
+            "train.compile=Yes",
+            "train.adam_betas=(0.5, 0.9)",
+            "loss.vgg19_weights_path=None",
+            "loss.vggface_weights_path=/w/vggface.pt",
+            "model.spectral_norm=0",
+        ],
+    )
+    assert cfg.train.steps == 250 and isinstance(cfg.train.steps, int)
+    assert cfg.train.lr_generator == pytest.approx(1e-4) and isinstance(cfg.train.lr_generator, float)
+    assert cfg.train.data == "/some/where"
+    assert cfg.train.finetunable is False and cfg.train.compile is True and cfg.model.spectral_norm is False
+    assert cfg.train.adam_betas == (0.5, 0.9) and all(isinstance(v, float) for v in cfg.train.adam_betas)
+    assert cfg.loss.vgg19_weights_path is None and cfg.loss.vggface_weights_path == "/w/vggface.pt"
+    assert apply_overrides(base, ["train.adam_betas=0.1,0.2"]).train.adam_betas == (0.1, 0.2)
+    assert base == preset("tiny")  # the input is left alone
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.nope=1", "unknown field 'train.nope'"),
+        ("nosection.steps=1", "no config section 'nosection'"),
+        ("steps=1", "unknown field 'steps'"),
+        ("train.steps", "not of the form"),
+        ("train.steps=many", "train.steps: cannot read 'many' as int"),
+        ("train.steps=2.5", "cannot read '2.5' as int"),
+        ("train.compile=maybe", "expected true/false"),
+        ("train.adam_betas=0.5", "expected 2 comma-separated values"),
+        ("train.adam_betas=0.5,0.9,0.1", "expected 2 comma-separated values"),
+        ("train.adam_betas=0.5,x", "cannot read 'x' as float"),
+    ],
+)
+def test_bad_overrides_are_errors(override, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(preset("tiny"), [override])
+
+
+def test_save_load_round_trip(tmp_path):
+    cfg = apply_overrides(preset("cpu-64"), ["train.adam_betas=0.5,0.99", "loss.vgg19_weights_path=/x.pt"])
+    path = tmp_path / "config.json"
+    cfg.save(path)
+    loaded = ExperimentConfig.load(path)
+    assert loaded == cfg
+    assert isinstance(loaded.model, ModelConfig) and isinstance(loaded.train.adam_betas, tuple)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # atomic write, no temporary left
+
+
+def test_load_rejects_unknown_fields_and_bad_json(tmp_path):
+    path = tmp_path / "config.json"
+    data = preset("tiny").to_dict()
+    data["train"]["not_a_field"] = 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"{path}: not a valid metahead config.*not_a_field"):
+        ExperimentConfig.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a valid metahead config"):
+        ExperimentConfig.load(path)
+
+
+def test_older_config_files_get_defaults_for_new_fields(tmp_path):
+    data = preset("tiny").to_dict()
+    del data["model"]["spectral_norm"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    loaded = ExperimentConfig.load(path)
+    assert loaded.model.spectral_norm is ModelConfig().spectral_norm
+    assert loaded.model.image_size == 32
