@@ -14,10 +14,10 @@ def _add_synth(sub) -> None:
     p.add_argument("--identities", type=int, default=20)
     p.add_argument("--videos-per-identity", type=int, default=3)
     p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--size", type=int, default=128, help="frame size in pixels (64..256 tested)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of identities in the test split")
+    p.add_argument("--workers", type=int, default=1, help="processes (the corpus does not depend on it)")
     p.set_defaults(func=_run_synth)
 
 
@@ -33,14 +33,443 @@ def _run_synth(args) -> int:
         seed=args.seed,
         test_fraction=args.test_fraction,
     )
-    generate_corpus(args.out, cfg, workers=args.workers)
+    records = generate_corpus(args.out, cfg, workers=args.workers)
+    test = sum(r.split == "test" for r in records)
+    print(f"{args.out}: {len(records)} videos ({len(records) - test} train, {test} test) at {cfg.size}px")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="meta-learn E, G, P and D on a dataset (several GPUs/nodes: torchrun ... -m metahead train ...)",
+    )
+    p.add_argument("--config", choices=sorted(PRESETS), help="config preset (with --resume: RUN/config.json)")
+    p.add_argument("--data", help="dataset folder (made by `metahead synth` or `metahead prepare`)")
+    p.add_argument(
+        "--out", required=True, help="run folder: config.json, checkpoints/, model.pt, logs, samples/"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from RUN's newest checkpoint (if any)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a config value, e.g. --set train.steps=5000 (repeatable)",
+    )
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from pathlib import Path
+
+    from metahead.config import ExperimentConfig, apply_overrides, preset
+    from metahead.training.meta import CONFIG_FILE, TrainingDiverged, train
+
+    saved = Path(args.out) / CONFIG_FILE
+    if args.resume and saved.exists():
+        # The run's own config (with the overrides it was started with); --set may still change it.
+        cfg = ExperimentConfig.load(saved)
+        if args.config and args.config != cfg.preset:
+            raise ValueError(f"{saved}: the run was started with --config {cfg.preset}, not {args.config}")
+    elif args.config:
+        cfg = preset(args.config)
+    else:
+        raise ValueError("give --config PRESET (or --resume on a run folder that has config.json)")
+    cfg = apply_overrides(cfg, args.overrides)
+    if args.data:
+        cfg.train.data = args.data
+    cfg.train.out = args.out
+    if not cfg.train.data:
+        raise ValueError("give --data DIR")
+    try:
+        train(cfg, resume=args.resume)
+    except TrainingDiverged as err:
+        print(f"metahead train: {err}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="real videos and photo folders -> dataset (face tracking, 68 landmarks, stable crops)",
+        description="Turn videos (mp4/avi/mkv/webm/mov) and folders of photos into the dataset format. "
+        "Layouts: INPUT/id/video/utterance.mp4 (VoxCeleb2), INPUT/id/video/*.jpg (VoxCeleb1 frames), "
+        "INPUT/person/clip.mp4, loose files (each its own identity). See docs/prepare.md.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, image files or folders")
+    p.add_argument("--out", required=True, help="dataset folder (created; a rerun resumes it)")
+    p.add_argument("--size", type=int, default=256, help="crop side in pixels (256)")
+    p.add_argument("--fps", type=float, help="sample videos at this rate (VoxCeleb1: 1); default all frames")
+    p.add_argument("--max-frames", type=int, help="at most this many sampled frames per video")
+    p.add_argument("--min-frames", type=int, default=8, help="reject videos with fewer usable frames (8)")
+    p.add_argument("--min-photos", type=int, default=1, help="the same for photo folders (1)")
+    p.add_argument("--margin", type=float, default=2.2, help="crop side / face size (2.2; FFHQ: 2.0)")
+    p.add_argument(
+        "--crop-mode",
+        choices=["auto", "clip", "smooth", "frame"],
+        default="auto",
+        help="auto: one box per clip unless the head leaves it, then a smoothed trajectory",
+    )
+    p.add_argument("--smooth-seconds", type=float, default=1.0, help="trajectory smoothing sigma (1.0 s)")
+    p.add_argument(
+        "--crop-overflow",
+        choices=["shift", "pad"],
+        default="shift",
+        help="a crop past the frame edge: shift it inside, or pad with black",
+    )
+    p.add_argument(
+        "--faces",
+        choices=["largest", "central", "reject"],
+        default="largest",
+        help="with several faces: follow the largest or most central, or reject the video",
+    )
+    p.add_argument("--min-face-size", type=float, default=64.0, help="smallest face, source pixels (64)")
+    p.add_argument(
+        "--max-landmark-jump",
+        type=float,
+        default=0.25,
+        help="largest non-rigid landmark change between frames, in eye distances (0.25)",
+    )
+    p.add_argument(
+        "--max-jump-fraction",
+        type=float,
+        default=0.2,
+        help="reject videos where more frames than this jump (0.2)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=["dlib", "fan"],
+        default="dlib",
+        help="landmarks: dlib (offline, default) or FAN (needs face-alignment and its weights)",
+    )
+    p.add_argument("--redetect-every", type=int, default=10, help="frames between detector checks (10)")
+    p.add_argument("--codec", choices=["jpeg", "png"], default="jpeg")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality (95)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--shard", default="0/1", help="i/n: do share i of n (0-based), then merge-shards")
+    p.add_argument("--retry-rejects", action="store_true", help="try sources rejected before again")
+    p.add_argument("--identity", help="put every input under this one identity")
+    p.add_argument("--identity-map", help="CSV/TSV naming each source's identity (--identity-map-columns)")
+    p.add_argument(
+        "--identity-map-columns",
+        default="path,identity",
+        help="KEY,IDENTITY columns, e.g. file,person_id_guess for real-dev's MANIFEST.tsv",
+    )
+    p.add_argument("--split-file", help="identity splits: vox1_meta.csv / vox2_meta.csv, or 'id split' lines")
+    p.add_argument("--test-identities", help="file listing test identities (all others train)")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="without a split file: hold out this fraction of identities as test (0)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --test-fraction split")
+    p.add_argument("--contact-sheet", help="also write a sheet of landmark overlays, e.g. out/sheet.jpg")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from metahead.data import sources
+    from metahead.data.prepare import PrepareConfig, format_summary, prepare_dataset
+
+    cfg = PrepareConfig(
+        size=args.size, fps=args.fps, max_frames=args.max_frames, min_frames=args.min_frames,
+        min_photos=args.min_photos, codec=args.codec, quality=args.quality, margin=args.margin,
+        crop_mode=args.crop_mode, smooth_seconds=args.smooth_seconds, overflow=args.crop_overflow,
+        select=args.faces, min_face_size=args.min_face_size, max_landmark_jump=args.max_landmark_jump,
+        max_jump_fraction=args.max_jump_fraction, detector=args.detector, redetect_every=args.redetect_every,
+    )  # fmt: skip
+    shard = sources.parse_shard(args.shard)
+    items = sources.discover(args.inputs)
+    if not items:
+        raise ValueError(f"no videos or images found in {' '.join(args.inputs)}")
+    identity_map = None
+    if args.identity_map:
+        key, _, ident = args.identity_map_columns.partition(",")
+        identity_map = sources.read_identity_map(args.identity_map, key, ident or "identity")
+    items = sources.apply_identities(items, args.identity, identity_map)
+    if args.split_file and args.test_identities:
+        raise ValueError("give --split-file or --test-identities, not both")
+    split_of = None
+    if args.split_file:
+        split_of = sources.read_split_file(args.split_file)
+    elif args.test_identities:
+        split_of = {name: "test" for name in sources.read_identity_list(args.test_identities)}
+    items = sources.assign_splits(items, split_of, args.test_fraction, args.seed)
+    summary = prepare_dataset(
+        items, args.out, cfg, workers=args.workers, shard=shard, retry_rejects=args.retry_rejects,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(format_summary(summary))
+    if summary["skipped_as_done"]:
+        print(f"({summary['skipped_as_done']} sources were already done and skipped)")
+    if shard[1] > 1:
+        print(f"shard {args.shard} done; when all are, run: metahead merge-shards {args.out}")
+    else:
+        print(f"dataset: {args.out} (manifest.csv, rejects.csv, prepare-summary.json)")
+        if args.contact_sheet:
+            from metahead.data.contact_sheet import make_contact_sheet
+
+            print(f"contact sheet: {make_contact_sheet(args.out, args.contact_sheet)}")
+    return 0
+
+
+def _add_merge_shards(sub) -> None:
+    p = sub.add_parser("merge-shards", help="write the manifest of a `prepare --shard i/n` run")
+    p.add_argument("out", help="dataset folder (where the shards wrote, or where to gather them)")
+    p.add_argument("shards", nargs="*", help="shard folders to gather into OUT (if they wrote elsewhere)")
+    p.add_argument("--contact-sheet", help="also write a contact sheet here, e.g. out/sheet.jpg")
+    p.set_defaults(func=_run_merge_shards)
+
+
+def _run_merge_shards(args) -> int:
+    from metahead.data.prepare import format_summary, merge_shards
+
+    summary = merge_shards(args.out, args.shards)
+    print(format_summary(summary))
+    if args.contact_sheet:
+        from metahead.data.contact_sheet import make_contact_sheet
+
+        print(f"contact sheet: {make_contact_sheet(args.out, args.contact_sheet)}")
+    return 0
+
+
+def _add_avatar(sub) -> None:
+    p = sub.add_parser(
+        "avatar",
+        help="make an avatar of a new person from a model file and T photos or a video (FT or FF)",
+        description="Embed T frames of a person with E, then fine-tune G and D on them (FT, the paper's "
+        "Sec. 3.3) or use P ê directly (--feed-forward). Photos and videos are cropped like `metahead "
+        "prepare`. Writes AVATAR and, when fine-tuning, AVATAR.finetune.json/.png (the loss curve). "
+        "See docs/avatars.md.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model file of a training run (RUN/model.pt)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", nargs="+", metavar="PATH", help="photos of the person (each one face)")
+    source.add_argument("--video", metavar="PATH", help="a video of the person, or a dataset video folder")
+    p.add_argument("--shots", type=int, help="T, frames used (default: all photos given; 8 from a video)")
+    p.add_argument("--out", required=True, metavar="AVATAR", help="avatar file to write")
+    p.add_argument("--feed-forward", action="store_true", help="FF avatar: no fine-tuning (ψ = P ê)")
+    p.add_argument("--steps", type=int, help="fine-tuning steps (default: the model config's finetune.steps)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="finetune.FIELD=VALUE",
+        help="override a fine-tuning setting, e.g. --set finetune.lr_generator=1e-4 (repeatable)",
+    )
+    p.add_argument("--margin", type=float, help="crop side / face size, as given to `metahead prepare` (2.2)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast while fine-tuning")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_avatar)
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _run_avatar(args) -> int:
+    import warnings
+
+    from metahead.avatar import Avatar, InputWarning
+    from metahead.config import ExperimentConfig, apply_overrides
+    from metahead.data.prepare import PrepareConfig
+    from metahead.training.finetune import loss_curve_paths
+
+    config = None
+    if args.overrides:
+        if any(not o.strip().startswith("finetune.") for o in args.overrides):
+            raise ValueError("--set takes finetune.FIELD=VALUE here (the model's own config is fixed)")
+        config = apply_overrides(ExperimentConfig(), args.overrides).finetune
+    prepare_config = PrepareConfig(margin=args.margin) if args.margin else None
+    curve_json, _ = loss_curve_paths(args.out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        avatar = Avatar.create(
+            args.model, images=args.images, video=args.video, shots=args.shots,
+            finetune=not args.feed_forward, config=config, steps=args.steps, device=_device(args.device),
+            amp=args.amp, prepare_config=prepare_config, progress=not args.no_progress,
+            curve_path=None if args.feed_forward else curve_json,
+        )  # fmt: skip
+    avatar.save(args.out)
+    print(f"avatar: {args.out} ({avatar.mode.upper()}, T={avatar.info['shots']}, {avatar.image_size}px)")
+    if avatar.mode == "ft":
+        summary = avatar.info["finetune"]
+        first, last = summary.get("content_first", float("nan")), summary.get("content_last", float("nan"))
+        print(f"fine-tuning: {summary['steps']} steps, content loss {first:.4g} -> {last:.4g}")
+        print(f"loss curve: {curve_json} and {curve_json.with_suffix('.png')}")
+    return 0
+
+
+def _add_animate(sub) -> None:
+    p = sub.add_parser(
+        "animate",
+        help="render an avatar driven by a video or landmarks (retargeted onto the avatar's face by default)",
+        description="Drive AVATAR with a video (its face is tracked and cropped like `metahead prepare`), a "
+        "dataset video folder, or a .npy of landmarks (F, 68, 2). The driver's pose and expression are moved "
+        "onto the avatar's own face shape unless the driver has the avatar's shape or --no-retarget is "
+        "given. The driver's audio track is kept. See docs/avatars.md.",
+    )
+    p.add_argument("avatar", metavar="AVATAR", help="avatar file (`metahead avatar`)")
+    p.add_argument(
+        "--driving",
+        required=True,
+        metavar="VIDEO|LANDMARKS",
+        help="video file, dataset video folder (DATA/videos/<path>) or landmarks .npy (F, 68, 2)",
+    )
+    p.add_argument("--out", required=True, metavar="OUT.mp4", help="video to write (.mp4, .mov or .mkv)")
+    p.add_argument("--side-by-side", action="store_true", help="driver | landmark image | result")
+    retarget = p.add_mutually_exclusive_group()
+    retarget.add_argument("--no-retarget", action="store_true", help="use the driver's landmarks as they are")
+    retarget.add_argument("--retarget", action="store_true", help="retarget even when the shapes match")
+    p.add_argument(
+        "--neutral-frame", type=int, metavar="I", help="the driver's neutral frame (default: automatic)"
+    )
+    p.add_argument(
+        "--anchor",
+        choices=["driver", "avatar"],
+        default="driver",
+        help="retargeted face placed where the driver's is (default) or where the avatar's photos have it",
+    )
+    p.add_argument(
+        "--landmark-size",
+        type=int,
+        help="a .npy driver's landmarks are in pixels of a crop this size (default: the avatar's)",
+    )
+    p.add_argument(
+        "--fps", type=float, help="frame rate of the output (default: the driver's, 25 for landmarks)"
+    )
+    p.add_argument("--max-frames", type=int, help="only the first N frames of the driver")
+    p.add_argument("--batch-size", type=int, default=8, help="frames rendered per batch (8)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast while rendering")
+    p.set_defaults(func=_run_animate)
+
+
+def _run_animate(args) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from metahead.avatar import Avatar
+    from metahead.data.video_io import write_video_file
+
+    avatar = Avatar.load(args.avatar, device=_device(args.device), amp=args.amp)
+    retarget = False if args.no_retarget else (True if args.retarget else None)
+    driver_options = {"fps": args.fps, "max_frames": args.max_frames}
+    if Path(args.driving).suffix.lower() == ".npy":
+        driver_options["landmark_size"] = args.landmark_size
+    animation = avatar.animate(
+        args.driving, retarget=retarget, neutral_frame=args.neutral_frame, anchor=args.anchor,
+        batch_size=args.batch_size, side_by_side=args.side_by_side, **driver_options,
+    )  # fmt: skip
+    frames = tqdm(animation, total=len(animation), unit="frame", desc="rendering", dynamic_ncols=True)
+    count = write_video_file(args.out, frames, animation.fps, audio_from=animation.driving.audio_source)
+    summary = animation.summary()
+    audio = ", with the driver's audio" if animation.driving.audio_source else ""
+    print(f"video: {args.out} ({count} frames at {animation.fps:g} fps{audio})")
+    retargeted = "yes" if summary["retargeted"] else "no"
+    print(
+        f"retargeted: {retargeted} (driver neutral frame {summary['neutral_frame']}, "
+        f"shape distance to the avatar {summary['shape_distance']:.3f} eye distances)"
+    )
+    if animation.missing_faces:
+        missing = animation.missing_faces
+        print(f"no face found in {missing} of {len(animation)} driver frames: held the last pose")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="the paper's evaluation: avatars from T frames of unseen people, judged on held-out frames",
+        description="For each test video: make avatars from T frames (FT and FF) and the baselines (nearest "
+        "shot, from scratch), render held-out frames from their landmarks and score them (SSIM, PSNR, L1, "
+        "CSIM, landmark error, identity FD; FID with --inception-weights). Jobs run in parallel and are kept "
+        "in REPORT/results.jsonl: rerunning resumes, adding shots or methods reuses the rest. Writes "
+        "REPORT/report.{json,csv,md,html} and grid_T<T>.png. See docs/metrics.md.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model file of a training run (RUN/model.pt)")
+    p.add_argument("--data", required=True, metavar="TEST", help="dataset folder with the test videos")
+    p.add_argument("--out", required=True, metavar="REPORT", help="report folder (created; reused to resume)")
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 8, 32], metavar="T", help="T values (1 8 32)")
+    p.add_argument("--split", default="test", help="the dataset split to evaluate (test)")
+    p.add_argument("--eval-frames", type=int, default=32, help="held-out frames per video (32)")
+    p.add_argument("--eval-source", choices=["same-video", "other-videos"], default="same-video",
+                   help="held-out frames from the shots' video (paper) or the person's other videos (takes)")
+    p.add_argument("--max-videos", type=int, default=50, help="test videos evaluated (50; 0 = all)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="NAME",
+                   help="ft ff nearest_shot from_scratch (default: all)")
+    p.add_argument("--metrics", nargs="+", default=None, metavar="NAME",
+                   help="metric names (default: all available; FID only with --inception-weights)")
+    p.add_argument("--steps", type=int, help="fine-tuning steps (default: the model's finetune.steps)")
+    p.add_argument("--cross-identity", type=int, default=0, metavar="PAIRS",
+                   help="also drive PAIRS avatars with other people's frames, with and without retargeting")
+    p.add_argument("--cross-shots", type=int, metavar="T", help="T of cross-identity avatars (default: max)")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="pt_inception-2015-12-05-6726825d.pth for FID (or $METAHEAD_INCEPTION_WEIGHTS)")
+    p.add_argument("--workers", default="1", help="parallel processes: a number or 'auto' (one per core)")
+    p.add_argument("--grid-videos", type=int, default=4, help="videos shown in each T's image grid (4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast while fine-tuning")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from metahead.evaluation.protocol import METHODS, ProtocolConfig, evaluate
+
+    if args.workers == "auto":
+        workers = None
+    elif args.workers.isdigit() and int(args.workers) >= 1:
+        workers = int(args.workers)
+    else:
+        raise ValueError(f"--workers takes a positive number or 'auto', got {args.workers!r}")
+    cfg = ProtocolConfig(
+        model=args.model, data=args.data, out=args.out, shots=tuple(args.shots), eval_frames=args.eval_frames,
+        max_videos=args.max_videos or None, split=args.split, eval_source=args.eval_source,
+        methods=tuple(args.methods or METHODS), metrics=tuple(args.metrics) if args.metrics else None,
+        finetune_steps=args.steps, cross_identity_pairs=args.cross_identity,
+        cross_identity_shots=args.cross_shots, seed=args.seed, device=_device(args.device), amp=args.amp,
+        inception_weights=args.inception_weights, workers=workers, grid_videos=args.grid_videos,
+    )  # fmt: skip
+
+    def progress(key: str, done: int, total: int) -> None:
+        print(f"[{done}/{total}] {key}", flush=True)
+
+    run = evaluate(cfg, progress=progress)
+    summary = run.summary
+    print(
+        f"evaluated {len(run.plans)} videos: {len(summary.computed)} jobs run, {len(summary.skipped)} "
+        f"reused, {len(summary.failed)} failed; report: {args.out}/report.md (and .html, .json, .csv)"
+    )
+    if summary.failed:
+        print(f"failed jobs (rerun the same command to retry): {', '.join(list(summary.failed)[:5])}"
+              + (" ..." if len(summary.failed) > 5 else ""), file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metahead", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(sub)
+    _add_merge_shards(sub)
     _add_synth(sub)
+    _add_train(sub)
+    _add_avatar(sub)
+    _add_animate(sub)
+    _add_evaluate(sub)
     return parser
 
 

@@ -1,8 +1,13 @@
 """Building blocks shared by E, G and D: spectrally normalised layers, AdaIN, self-attention, residual blocks.
 
 Every network in the paper is assembled from these; nothing here is specific to one network.
-Ops are chosen to run well on CPU under bf16 autocast and channels_last: F.instance_norm, F.avg_pool2d,
-F.interpolate and F.scaled_dot_product_attention, no Python loops over the batch.
+Ops are chosen to run well on CPU under bf16 autocast and channels_last (docs/performance.md has the
+measurements): instance norm and AdaIN as one multiply-add over the activation with float32 statistics; a
+3x3 conv followed by 2x2 average pooling, and a 3x3 conv on a nearest-upsampled input, each as one stride-2
+4x4 (transposed) conv at high resolutions (the same function with 4/9 of the multiply-adds); self-attention
+through the fused F.scaled_dot_product_attention kernel; no Python loops over the batch.
+`use_reference_ops(module)` switches a network back to the plain formulation (F.instance_norm, conv then
+F.avg_pool2d, F.interpolate then conv): the tests compare the two, the benchmarks time them.
 """
 
 from __future__ import annotations
@@ -71,12 +76,82 @@ def linear(
     return maybe_spectral_norm(layer, spectral_norm)
 
 
+# --- resampling convolutions as one stride-2 conv ---------------------------------------------------------
+#
+# avg_pool2d(conv3x3(x), 2) is a 4x4 conv with stride 2 and padding 1 whose kernel is the 3x3 kernel summed
+# over the four 2x2 shifts, divided by 4; conv3x3(nearest_upsample(x)) is a 4x4 transposed conv with stride 2
+# and padding 1 on the low-resolution x with the same box-summed kernel (flipped, in/out swapped). Same
+# function up to float rounding, 16 instead of 36 multiply-adds per low-resolution pixel, and no
+# full-resolution intermediate in forward or backward. Building the kernel costs ~16 reads per weight, so it
+# pays only at high resolutions: at or above this image side (of the full-resolution side of the pair).
+FUSED_RESAMPLING_MIN_SIZE = 64
+
+
+def box_summed_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """(O, I, 3, 3) → (O, I, 4, 4): the sum of the 3x3 kernel placed at the four 2x2 offsets."""
+    rows = F.pad(weight, (0, 0, 0, 1)) + F.pad(weight, (0, 0, 1, 0))
+    return F.pad(rows, (0, 1)) + F.pad(rows, (1, 0))
+
+
+def conv3x3_avg_pool(conv: nn.Module, x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """avg_pool2d(conv(x), 2) for a 3x3, padding-1 conv, as one stride-2 conv (`kernel`: precomputed
+    `downsampling_kernel(conv.weight)`)."""
+    kernel = downsampling_kernel(conv.weight) if kernel is None else kernel
+    return F.conv2d(x, kernel, conv.bias, stride=2, padding=1)
+
+
+def upsample_conv3x3(conv: nn.Module, x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """conv(nearest ×2 upsampling of x) for a 3x3, padding-1 conv, as one stride-2 transposed conv
+    (`kernel`: precomputed `upsampling_kernel(conv.weight)`)."""
+    kernel = upsampling_kernel(conv.weight) if kernel is None else kernel
+    return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1)
+
+
+def downsampling_kernel(weight: torch.Tensor) -> torch.Tensor:
+    return box_summed_kernel(weight) * 0.25
+
+
+def upsampling_kernel(weight: torch.Tensor) -> torch.Tensor:
+    # conv_transpose2d takes (in, out, kh, kw) and applies the kernel flipped.
+    return box_summed_kernel(weight.flip(2, 3)).transpose(0, 1)
+
+
 def is_spectrally_normalised(module: nn.Module) -> bool:
     """True when `module`'s weight is computed by a spectral-norm parametrization."""
     parametrizations = getattr(module, "parametrizations", None)
     if parametrizations is None or "weight" not in parametrizations:
         return False
     return any(type(p).__name__ == "_SpectralNorm" for p in parametrizations["weight"])
+
+
+def instance_norm_affine(
+    x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """Instance norm of x (B, C, H, W), then `· scale + shift` ((B or 1, C) each), as one multiply-add over
+    x: x·g + (shift − mean·g) with g = scale / sqrt(var + eps). The statistics and g are float32; the
+    activation keeps its dtype and memory format (one pass instead of F.instance_norm's normalise, then a
+    multiply and an add). Two-pass statistics: torch.var_mean's single-pass kernel is 3-7x slower here
+    (docs/performance.md)."""
+    mean = x.mean(dim=(2, 3), keepdim=True, dtype=torch.float32)
+    var = (x - mean).square().mean(dim=(2, 3), keepdim=True)
+    gain = scale.float()[:, :, None, None] * torch.rsqrt(var + eps)
+    offset = shift.float()[:, :, None, None] - mean * gain
+    return torch.addcmul(offset.to(x.dtype), x, gain.to(x.dtype))
+
+
+class InstanceNorm(nn.InstanceNorm2d):
+    """nn.InstanceNorm2d(affine=True) (same parameters, same state-dict keys) computed by
+    `instance_norm_affine`."""
+
+    reference_ops = False
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__(channels, eps=eps, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reference_ops:
+            return super().forward(x)
+        return instance_norm_affine(x, self.weight[None], self.bias[None], self.eps)
 
 
 class AdaIN(nn.Module):
@@ -86,6 +161,8 @@ class AdaIN(nn.Module):
     (`assign_adain_slices`); the layer reads its scale (first C) and bias (next C) from the full
     parameter vector it is given.
     """
+
+    reference_ops = False
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -101,8 +178,10 @@ class AdaIN(nn.Module):
         if self.offset is None:
             raise RuntimeError("AdaIN layer has no slice of ψ assigned (call assign_adain_slices)")
         own = adain_params[:, self.offset : self.offset + self.num_params]
-        scale, bias = own[:, : self.channels, None, None], own[:, self.channels :, None, None]
-        return F.instance_norm(x, eps=self.eps) * scale + bias
+        scale, bias = own[:, : self.channels], own[:, self.channels :]
+        if self.reference_ops:
+            return F.instance_norm(x, eps=self.eps) * scale[:, :, None, None] + bias[:, :, None, None]
+        return instance_norm_affine(x, scale, bias, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, offset={self.offset}"
@@ -122,7 +201,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "none":
         return nn.Identity()
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return InstanceNorm(channels)
     if kind == "adain":
         return AdaIN(channels)
     raise ValueError(f"unknown norm {kind!r}; choose one of {NORMS}")
@@ -141,8 +220,12 @@ class SelfAttention(nn.Module):
 
     γ starts at 0, so the block starts as the identity (SAGAN). Attention goes through
     F.scaled_dot_product_attention, which scales logits by 1/sqrt(C/8) (SAGAN does not; harmless, and it
-    keeps logits tame at 256²).
+    keeps logits tame at 256²). q and k are zero-padded to v's width: the CPU's fused (flash) kernel needs
+    equal widths and otherwise falls back to materialising softmax(q kᵀ) in several passes; the zeros leave
+    q kᵀ unchanged (measured 2x faster forward at 64², 4096 tokens, despite the wider q kᵀ).
     """
+
+    reference_ops = False
 
     def __init__(self, channels: int, *, spectral_norm: bool = True, weight_init: str = "orthogonal") -> None:
         super().__init__()
@@ -159,9 +242,14 @@ class SelfAttention(nn.Module):
         def tokens(t: torch.Tensor) -> torch.Tensor:  # (B, C', H, W) -> (B, 1, HW, C')
             return t.flatten(2).transpose(1, 2).unsqueeze(1)
 
-        attended = F.scaled_dot_product_attention(
-            tokens(self.query(x)), tokens(self.key(x)), tokens(self.value(x))
-        )
+        query, key, value = tokens(self.query(x)), tokens(self.key(x)), tokens(self.value(x))
+        pad = value.shape[-1] - query.shape[-1]
+        if pad > 0 and not self.reference_ops:
+            scale = query.shape[-1] ** -0.5
+            query, key = F.pad(query, (0, pad)), F.pad(key, (0, pad))
+            attended = F.scaled_dot_product_attention(query, key, value, scale=scale)
+        else:
+            attended = F.scaled_dot_product_attention(query, key, value)
         attended = attended.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
         return x + self.gamma.to(attended.dtype) * attended
 
@@ -176,6 +264,8 @@ class ResidualBlock(nn.Module):
     preactivation=False drops the first norm+ReLU (the block that reads an image: ReLU would cut its
     negative half).
     """
+
+    reference_ops = False
 
     def __init__(
         self,
@@ -200,25 +290,61 @@ class ResidualBlock(nn.Module):
         self.conv2 = conv2d(out_channels, out_channels, 3, **kw)
         needs_skip_conv = in_channels != out_channels or resample != "none"
         self.skip = conv2d(in_channels, out_channels, 1, **kw) if needs_skip_conv else nn.Identity()
+        # The stride-2 kernel of the resampling conv, fixed once for inference (`freeze_resampling_kernel`);
+        # not saved: it is a function of the conv's weight.
+        self.register_buffer("resampling_kernel", None, persistent=False)
 
     def forward(self, x: torch.Tensor, adain_params: torch.Tensor | None = None) -> torch.Tensor:
         h = x
         if self.preactivation:
             h = F.relu(_apply_norm(self.norm1, h, adain_params))
         if self.resample == "up":
-            h = _upsample(h)
-        h = self.conv1(h)
-        h = self.conv2(F.relu(_apply_norm(self.norm2, h, adain_params)))
+            if self._fuse_resampling(2 * h.shape[-1]):
+                h = upsample_conv3x3(self.conv1, h, self.resampling_kernel)
+            else:
+                h = self.conv1(_upsample(h))
+        else:
+            h = self.conv1(h)
+        h = F.relu(_apply_norm(self.norm2, h, adain_params))
         # 1x1 conv commutes with nearest upsampling and average pooling: run it at the lower resolution.
         if self.resample == "down":
-            return F.avg_pool2d(h, 2) + self.skip(F.avg_pool2d(x, 2))
+            if self._fuse_resampling(h.shape[-1]):
+                h = conv3x3_avg_pool(self.conv2, h, self.resampling_kernel)
+            else:
+                h = F.avg_pool2d(self.conv2(h), 2)
+            return h + self.skip(F.avg_pool2d(x, 2))
+        h = self.conv2(h)
         if self.resample == "up":
             return h + _upsample(self.skip(x))
         return h + self.skip(x)
 
+    def _fuse_resampling(self, full_resolution: int) -> bool:
+        if self.reference_ops:
+            return False
+        return self.resampling_kernel is not None or full_resolution >= FUSED_RESAMPLING_MIN_SIZE
+
+    @torch.no_grad()
+    def freeze_resampling_kernel(self) -> None:
+        """Compute the stride-2 kernel of the resampling conv once, from the conv's current weight (for a
+        render-only copy whose weights no longer change; spectral norm folded in first)."""
+        if self.resample == "down":
+            self.resampling_kernel = downsampling_kernel(self.conv2.weight).detach().clone()
+        elif self.resample == "up":
+            self.resampling_kernel = upsampling_kernel(self.conv1.weight).detach().clone()
+
 
 def _upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def use_reference_ops(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch every block under `module` to (or back from) the plain formulation of its ops: F.instance_norm
+    then scale and shift; conv then F.avg_pool2d; F.interpolate then conv; attention on unpadded q, k. Same
+    function; for tests (the fast ops must match) and benchmarks (before/after)."""
+    for layer in module.modules():
+        if isinstance(layer, AdaIN | InstanceNorm | SelfAttention | ResidualBlock):
+            layer.reference_ops = enabled
+    return module
 
 
 # --- channel schedule and the shared down path -----------------------------------------------------------

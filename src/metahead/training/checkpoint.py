@@ -1,0 +1,247 @@
+"""Checkpoints: the full training state (to resume) and the smaller model file (to make avatars).
+
+    RUN/checkpoints/state-00001000.pt   E, G (with P), D (with W), the optimisers, step, RNG states, config
+    RUN/model.pt                        E, G (with P), D without W (V, w0, b), config, num_videos
+
+Both are plain dicts of tensors and Python numbers/strings/lists: they load with
+torch.load(weights_only=True), so a checkpoint file cannot run code. Every file is written to a temporary
+name and renamed (metahead.fileio.atomic_path), so a crash never leaves half a checkpoint; only the
+last `keep` training states are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from metahead.config import ExperimentConfig
+from metahead.fileio import atomic_path
+
+STATE_FORMAT = "metahead-training-state"
+MODEL_FORMAT = "metahead-model"
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+MODEL_FILE = "model.pt"
+_STATE_NAME = re.compile(r"^state-(\d{8,})\.pt$")
+# D's per-video embedding matrix W (one row per training video): in the training state, not the model file.
+VIDEO_EMBEDDINGS_PREFIX = "video_embeddings."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def state_path(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"state-{step:08d}.pt"
+
+
+def list_states(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of the training states in RUN/checkpoints, oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _STATE_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_state(run_dir: str | os.PathLike) -> Path | None:
+    states = list_states(run_dir)
+    return states[-1][1] if states else None
+
+
+# --- RNG states -----------------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's Python, NumPy and torch (CPU and CUDA) generator states, as weights_only-safe values."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["name"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["gauss"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- Training state ----------------------------------------------------------------------------------
+
+
+def save_state(
+    run_dir: str | os.PathLike,
+    step: int,
+    *,
+    cfg: ExperimentConfig,
+    networks: dict[str, nn.Module],
+    optimizers: dict[str, Any],
+    num_videos: int,
+    rng_states: list[dict[str, Any]],
+    keep: int,
+    world_size: int = 1,
+    fingerprint: str = "",
+) -> Path:
+    """Write RUN/checkpoints/state-STEP.pt atomically and delete all but the newest `keep` states
+    (keep <= 0: keep all).
+
+    networks: {"embedder": E, "generator": G, "discriminator": D}; optimizers: name -> anything with
+    state_dict(). rng_states: one entry per rank (rank r resumes with entry r). fingerprint: the weights'
+    hash that all `world_size` ranks agreed on (distributed.fingerprint), for the record.
+    """
+    state = {
+        "format": STATE_FORMAT,
+        "version": FORMAT_VERSION,
+        "step": step,
+        "config": cfg.to_dict(),
+        "num_videos": num_videos,
+        "networks": {name: net.state_dict() for name, net in networks.items()},
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "rng": rng_states,
+        "world_size": world_size,
+        "fingerprint": fingerprint,
+    }
+    path = state_path(run_dir, step)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    if keep > 0:
+        for _, old in list_states(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a training state written by save_state (weights only: no code runs)."""
+    state = _load(path, map_location, STATE_FORMAT)
+    for key in ("step", "config", "networks", "optimizers", "rng", "num_videos"):
+        if key not in state:
+            raise CheckpointError(f"{path}: training state lacks {key!r}")
+    return state
+
+
+# --- Model file ----------------------------------------------------------------------------------------
+
+
+def model_state(
+    cfg: ExperimentConfig,
+    embedder: nn.Module,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    num_videos: int,
+    step: int,
+) -> dict[str, Any]:
+    """The model file's contents: E, G (with P), D's V, w0 and b; W (num_videos × N) left out."""
+    return {
+        "format": MODEL_FORMAT,
+        "version": FORMAT_VERSION,
+        "step": step,
+        "config": cfg.to_dict(),
+        "num_videos": num_videos,
+        "embedder": embedder.state_dict(),
+        "generator": generator.state_dict(),
+        "discriminator": {
+            k: v for k, v in discriminator.state_dict().items() if not k.startswith(VIDEO_EMBEDDINGS_PREFIX)
+        },
+    }
+
+
+def save_model(
+    path: str | os.PathLike,
+    cfg: ExperimentConfig,
+    embedder: nn.Module,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    num_videos: int,
+    step: int = 0,
+) -> Path:
+    """Write the model file atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(model_state(cfg, embedder, generator, discriminator, num_videos, step), tmp)
+    return path
+
+
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, nn.Module, nn.Module, ExperimentConfig]:
+    """(E, G, D-lite, cfg) from a model file, all in eval mode on `map_location`.
+
+    D-lite is a Discriminator whose W has a single placeholder row: it is meant for
+    forward_with_embedding (fine-tuning's w' = w0 + ê_NEW), never for a training video's W_i.
+    """
+    from metahead.models.discriminator import Discriminator
+    from metahead.models.embedder import Embedder
+    from metahead.models.generator import Generator
+
+    state = _load(path, map_location, MODEL_FORMAT)
+    try:
+        cfg = ExperimentConfig.from_dict(state["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable config: {err}") from err
+    embedder = Embedder(cfg.model)
+    generator = Generator(cfg.model)
+    discriminator = Discriminator(cfg.model, num_videos=1)
+    try:
+        embedder.load_state_dict(state["embedder"])
+        generator.load_state_dict(state["generator"])
+        missing, unexpected = discriminator.load_state_dict(state["discriminator"], strict=False)
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: weights do not fit the networks its config describes: {err}") from err
+    missing = [k for k in missing if not k.startswith(VIDEO_EMBEDDINGS_PREFIX)]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: discriminator weights missing {missing}, unexpected {unexpected}")
+    for net in (embedder, generator, discriminator):
+        net.to(map_location).eval()
+    return embedder, generator, discriminator, cfg
+
+
+def _load(path: str | os.PathLike, map_location: str | torch.device, expected_format: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"{path}: not a readable metahead checkpoint: {err}") from err
+    if not isinstance(state, dict) or state.get("format") != expected_format:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: format is {found!r}, expected {expected_format!r}")
+    if state.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {state['version']} is newer than this metahead ({FORMAT_VERSION})"
+        )
+    return state

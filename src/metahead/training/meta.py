@@ -1,0 +1,483 @@
+"""Meta-learning (paper Sec. 3.2): episodes of K+1 frames of one training video teach E, G, P and D.
+
+Every step, for a batch of episodes:
+
+    E embeds the K frames              ê(k) = E(x(s_k), y(s_k))          ê = mean_k ê(k)
+    G renders the target frame          x̂ = G(y(t), P ê)
+    E, G, P step on                     L_CNT(x̂, x(t)) + L_ADV(x̂) (+ L_MCH(ê(k), W_i) for the FT model)
+    D steps (train.discriminator_steps) on L_DSC = max(0, 1 + D(x̂)) + max(0, 1 - D(x(t)))
+
+The two updates have their own backward passes (one shared backward, as in the public ports, lets G's
+loss push D and D's loss push G). While E, G and P step, D's parameters are frozen: D is the critic, not a
+player, in that step.
+
+Who moves W (D's per-video embeddings)? W belongs to D and moves in D's update, at D's learning rate.
+It has two pulls: L_DSC, and in the FT model L_MCH, which ties ê(k) and W_i together. L_MCH is L1,
+symmetric in its arguments, so we split it: E gets L_MCH(ê(k), W_i.detach()) in its step, W gets
+L_MCH(ê(k).detach(), W_i) added to D's first update of the step. Each side gets exactly the gradient a
+joint backward would give it, through its own optimiser, and G's loss never reaches D (nor D's loss G).
+Only the rows W_i of the step's videos have gradient, so W has sparse gradients and its own optimiser,
+RowwiseAdam (exactly dense Adam for the default β1 = 0), and the ranks exchange just those rows instead
+of DDP all-reducing the whole table (training/video_embeddings.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import default_collate
+
+from metahead.config import ExperimentConfig
+from metahead.data.episodes import EpisodeDataset
+from metahead.fileio import atomic_write_text
+from metahead.losses import ContentLoss, adversarial_loss, discriminator_loss, matching_loss
+from metahead.models import Discriminator, Embedder, Generator, embed_person
+from metahead.training import checkpoint, distributed
+from metahead.training.logging import RunLogger, sample_grid
+from metahead.training.video_embeddings import RowwiseAdam, exchange_row_gradients, row_gradients
+
+CONFIG_FILE = "config.json"
+NUM_SAMPLE_EPISODES = 4
+AMP_MODES = ("none", "bf16", "auto")
+VIDEO_EMBEDDINGS = "video_embeddings.weight"  # W's name in D
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or inf; the run stopped without writing a checkpoint of that state."""
+
+
+def train(cfg: ExperimentConfig, resume: bool = False) -> Path:
+    """Meta-learn E, G, P and D as `cfg` says; return the run folder (cfg.train.out).
+
+    resume=True continues from the newest training state in RUN/checkpoints (exactly: same episodes,
+    same random numbers), or starts afresh when there is none. Without it, a run folder that already
+    holds checkpoints is refused rather than overwritten.
+    """
+    _check_config(cfg)
+    ctx = distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, resume, ctx)
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedContext) -> Path:
+    tc = cfg.train
+    run_dir = Path(tc.out)
+    device = ctx.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest kernels
+
+    # --- The run folder: resume from its newest state, or start it -------------------------------------
+    # Rank 0 decides, so that all ranks resume from the same file (RUN must be readable by every node).
+    newest = checkpoint.latest_state(run_dir) if ctx.is_main else None
+    newest = distributed.broadcast_object(str(newest) if newest else None, ctx)
+    if newest and not resume:
+        raise ValueError(f"{run_dir}: already holds checkpoints; pass --resume, or choose a new --out")
+    state_file = Path(newest) if newest else None
+    state = checkpoint.load_state(state_file, map_location="cpu") if state_file else None
+    if state is not None:
+        _check_resumable(cfg, state, state_file)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    # --- Episodes: K frames to embed + 1 target frame per training video ---------------------------------
+    dataset = EpisodeDataset(
+        tc.data, split="train", shots=tc.shots, image_size=cfg.model.image_size, seed=tc.seed
+    )
+    num_videos = dataset.num_videos
+    if state is not None and state["num_videos"] != num_videos:
+        raise ValueError(
+            f"{state_file}: trained with {state['num_videos']} videos (rows of W), but {tc.data} now has "
+            f"{num_videos} training videos"
+        )
+
+    # --- Networks and optimisers (identical initial weights on every rank) -------------------------------
+    distributed.seed_everything(tc.seed)
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    embedder = Embedder(cfg.model)  # E
+    generator = Generator(cfg.model)  # G, with P
+    discriminator = Discriminator(cfg.model, num_videos, sparse_grad=True)  # D: V, W, w0, b
+    networks = {"embedder": embedder, "generator": generator, "discriminator": discriminator}
+    for net in networks.values():
+        net.to(device, memory_format=memory_format)
+    video_embeddings = discriminator.video_embeddings.weight  # W
+    content_loss = ContentLoss(cfg.loss).to(device)  # L_CNT
+    optimizer_generator = torch.optim.Adam(  # E, G and P
+        [*embedder.parameters(), *generator.parameters()], lr=tc.lr_generator, betas=tc.adam_betas
+    )
+    optimizer_discriminator = torch.optim.Adam(  # D without W
+        [p for p in discriminator.parameters() if p is not video_embeddings],
+        lr=tc.lr_discriminator,
+        betas=tc.adam_betas,
+    )
+    optimizer_video_embeddings = RowwiseAdam(video_embeddings, lr=tc.lr_discriminator, betas=tc.adam_betas)
+    optimizers = {
+        "generator": optimizer_generator,
+        "discriminator": optimizer_discriminator,
+        "video_embeddings": optimizer_video_embeddings,
+    }
+    step = 0
+    if state is not None:
+        for name, net in networks.items():
+            net.load_state_dict(state["networks"][name])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        step = state["step"]
+    sample_episodes = _sample_episodes(dataset, tc.seed) if ctx.is_main else None
+    if tc.compile:
+        for net in (embedder, generator, discriminator):
+            net.compile()
+    # DDP wrappers average gradients over ranks; the bare networks stay at hand for D's frozen use as the
+    # critic in E/G's step, for W, for samples and for checkpoints.
+    embedder_ddp = distributed.wrap(embedder, ctx)
+    generator_ddp = distributed.wrap(generator, ctx)
+    discriminator_ddp = distributed.wrap(discriminator, ctx, ignore=(VIDEO_EMBEDDINGS,))
+
+    # Each rank its own random numbers from here on; a resumed rank continues its saved ones.
+    if state is not None and len(state["rng"]) == ctx.world_size:
+        checkpoint.restore_rng_state(state["rng"][ctx.rank])
+    else:
+        distributed.seed_everything(distributed.rank_seed(tc.seed, ctx.rank) + step)
+    episodes = iter(
+        distributed.episode_loader(dataset, ctx, tc.batch_size, tc.num_workers, tc.seed, start_batch=step)
+    )
+    amp = resolve_amp(tc.amp, device)
+    autocast = _autocast(amp, device)
+    logger = RunLogger(run_dir, enabled=ctx.is_main, total_steps=tc.steps, start_step=step)
+    logger.message(
+        f"metahead train: {'FT' if tc.finetunable else 'FF'} model, {num_videos} training videos, "
+        f"{ctx.world_size} process(es) on {device.type}, amp {amp}, steps {step} -> {tc.steps}; "
+        f"{content_loss.description}"
+    )
+    if state_file is not None:
+        logger.message(f"resumed from {state_file}")
+    logger.text("config", "```\n" + json.dumps(cfg.to_dict(), indent=2) + "\n```")
+    meter = _Throughput(tc.batch_size * ctx.world_size, tc.shots + 1)
+    deadline = time.monotonic() + 60 * tc.time_limit_minutes if tc.time_limit_minutes > 0 else None
+
+    try:
+        while step < tc.steps:
+            step += 1
+            out_of_time = deadline is not None and distributed.broadcast_flag(
+                time.monotonic() > deadline, ctx
+            )
+            last_step = step == tc.steps or out_of_time
+            log_now = step % tc.log_every == 0 or last_step
+            batch = _to_device(next(episodes), device, memory_format)
+            # Frames 0..K-1 are embedded; frame K is the target (data/episodes.py).
+            images, landmark_images = batch["images"], batch["landmark_images"]
+            shot_images, shot_landmark_images = images[:, :-1], landmark_images[:, :-1]  # x(s_k), y(s_k)
+            target_image, target_landmark_image = images[:, -1], landmark_images[:, -1]  # x(t), y(t)
+            target_landmarks = batch["landmarks"][:, -1]
+            video_index = batch["video_index"]  # i: the row of W
+
+            # --- E, G and P step: L_CNT + L_ADV (+ L_MCH) ---------------------------------------------------
+            discriminator.requires_grad_(False)
+            with autocast:
+                person_embedding, frame_embeddings = embed_person(
+                    embedder_ddp, shot_images, shot_landmark_images
+                )
+                fake_image = generator_ddp(target_landmark_image, person_embedding=person_embedding)  # x̂
+                fake_realism, fake_features = discriminator(fake_image, target_landmark_image, video_index)
+                with torch.no_grad():
+                    _, real_features = discriminator(target_image, target_landmark_image, video_index)
+                loss_content, content_terms = content_loss(
+                    fake_image, target_image, fake_landmarks=target_landmarks, real_landmarks=target_landmarks
+                )
+            loss_adversarial, adversarial_terms = adversarial_loss(
+                fake_realism.float(),
+                [f.float() for f in real_features],
+                [f.float() for f in fake_features],
+                cfg.loss.feature_matching_weight,
+                cfg.loss.adversarial_weight,
+            )
+            generator_losses = {"content": loss_content.float(), "adversarial": loss_adversarial}
+            loss_generator = loss_content.float() + loss_adversarial
+            if tc.finetunable:
+                video_embedding = discriminator.video_embeddings(video_index)  # W_i (frozen here)
+                loss_match = matching_loss(frame_embeddings.float(), video_embedding.float())
+                generator_losses["match"] = loss_match
+                loss_generator = loss_generator + cfg.loss.match_weight * loss_match
+            _check_finite(step, "E/G", loss_generator, generator_losses)
+            optimizer_generator.zero_grad(set_to_none=True)
+            loss_generator.backward()
+            if log_now:
+                grad_norms = {
+                    "grad_norm/embedder": _grad_norm(embedder),
+                    "grad_norm/generator": _grad_norm(generator),
+                }
+            optimizer_generator.step()
+
+            # --- D step(s): L_DSC on the real target and the (now fixed) rendering -------------------------
+            discriminator.requires_grad_(True)
+            for d_step in range(tc.discriminator_steps):
+                with autocast:
+                    # One forward over [real; fake]: D has no batch statistics, so this equals two passes.
+                    realism, _ = discriminator_ddp(
+                        torch.cat([target_image, fake_image.detach()]),
+                        torch.cat([target_landmark_image, target_landmark_image]),
+                        torch.cat([video_index, video_index]),
+                    )
+                real_realism, fake_realism_d = realism.float().chunk(2)
+                loss_dsc, discriminator_terms = discriminator_loss(real_realism, fake_realism_d)
+                loss_discriminator = loss_dsc
+                if tc.finetunable and d_step == 0:
+                    # L_MCH's pull on W_i (see the module docstring); once per episode, like E's.
+                    loss_match_w = matching_loss(
+                        frame_embeddings.detach().float(), discriminator.video_embeddings(video_index).float()
+                    )
+                    loss_discriminator = loss_dsc + cfg.loss.match_weight * loss_match_w
+                _check_finite(step, "D", loss_discriminator, {"discriminator": loss_dsc})
+                optimizer_discriminator.zero_grad(set_to_none=True)
+                video_embeddings.grad = None
+                loss_discriminator.backward()
+                # W's few rows of gradient, averaged over ranks (DDP leaves W alone; see the docstring).
+                rows, row_grads = exchange_row_gradients(*row_gradients(video_embeddings), ctx)
+                if log_now and d_step == 0:
+                    grad_norms["grad_norm/discriminator"] = _grad_norm(discriminator, extra=row_grads)
+                optimizer_discriminator.step()
+                optimizer_video_embeddings.step(rows, row_grads)
+
+            # --- Log, sample, checkpoint --------------------------------------------------------------------
+            meter.tick()
+            logger.advance()
+            if log_now:
+                values = {
+                    "loss/generator_total": loss_generator,
+                    **{f"loss/{k}": v for k, v in generator_losses.items()},
+                    "loss/discriminator": loss_dsc,
+                    "score/real": real_realism.mean(),
+                    "score/fake": fake_realism_d.mean(),
+                    **{f"content/{k}": v for k, v in content_terms.items()},
+                    **{f"adversarial/{k}": v for k, v in adversarial_terms.items()},
+                    **{f"discriminator/{k}": v for k, v in discriminator_terms.items()},
+                }
+                values = _mean_over_ranks(values, ctx)
+                values.update(grad_norms)
+                values.update(meter.rates())
+                logger.scalars(step, values)
+            if ctx.is_main and (step == 1 or step % tc.sample_every == 0 or last_step):
+                logger.sample(step, _render_samples(embedder, generator, sample_episodes, device, autocast))
+            if step % tc.checkpoint_every == 0 or last_step:
+                _save_checkpoint(run_dir, step, cfg, ctx, networks, optimizers, num_videos)
+                logger.curves()
+            if out_of_time and step < tc.steps:
+                logger.message(
+                    f"time limit of {tc.time_limit_minutes:g} min reached at step {step}; "
+                    "continue with --resume (and a new train.time_limit_minutes)"
+                )
+                break
+    except TrainingDiverged as err:
+        last = checkpoint.latest_state(run_dir)
+        message = (
+            f"{err}; training stopped before updating any weights. "
+            + (f"The last good checkpoint is {last}; " if last else "No checkpoint was written yet; ")
+            + "try a lower learning rate or train.amp=none, then resume with --resume."
+        )
+        logger.message(message)
+        raise TrainingDiverged(message) from None
+    finally:
+        logger.close()
+    return run_dir
+
+
+# --- Helpers, in the order the loop uses them ------------------------------------------------------------
+
+
+def _check_config(cfg: ExperimentConfig) -> None:
+    tc = cfg.train
+    if not tc.data:
+        raise ValueError("train.data is empty: give the dataset folder (--data)")
+    if not tc.out:
+        raise ValueError("train.out is empty: give the run folder (--out)")
+    if tc.amp not in AMP_MODES:
+        raise ValueError(f"train.amp={tc.amp!r}: choose one of {', '.join(AMP_MODES)}")
+    for name in (
+        "shots",
+        "batch_size",
+        "steps",
+        "discriminator_steps",
+        "log_every",
+        "sample_every",
+        "checkpoint_every",
+    ):
+        if getattr(tc, name) < 1:
+            raise ValueError(f"train.{name} must be at least 1, got {getattr(tc, name)}")
+    if tc.num_workers < 0 or tc.keep_checkpoints < 0:
+        raise ValueError("train.num_workers and train.keep_checkpoints must not be negative")
+
+
+def _check_resumable(cfg: ExperimentConfig, state: dict[str, Any], path: Path) -> None:
+    """The networks must have the shapes the checkpoint's weights have; training settings may change."""
+    saved = ExperimentConfig.from_dict(state["config"])
+    if saved.model != cfg.model:
+        raise ValueError(f"{path}: was trained with model config {saved.model}, not {cfg.model}")
+    if saved.train.finetunable != cfg.train.finetunable:
+        raise ValueError(
+            f"{path}: train.finetunable was {saved.train.finetunable}; it cannot change on resume"
+        )
+
+
+def _sample_episodes(dataset: EpisodeDataset, seed: int) -> dict[str, Any]:
+    """A few fixed episodes (same videos, same frames all run long) for the sample grids."""
+    count = min(NUM_SAMPLE_EPISODES, len(dataset))
+    indices = [round(i * (len(dataset) - 1) / max(1, count - 1)) for i in range(count)]
+    seeded = distributed.SeededEpisodes(dataset)
+    return default_collate([seeded[(index, seed + index)] for index in indices])
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """`auto` -> "bf16" where the device computes bf16 natively (CUDA with bf16, CPUs with AMX or
+    AVX512-BF16), else "none": on an AVX2-only CPU a bf16 cpu-64 step measured ~10x slower than fp32."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    if device.type == "cpu":
+        native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+        return "bf16" if native else "none"
+    return "none"
+
+
+def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_device(
+    batch: dict[str, Any], device: torch.device, memory_format: torch.memory_format
+) -> dict[str, Any]:
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if value.ndim == 4:
+                value = value.contiguous(memory_format=memory_format)
+        moved[key] = value
+    return moved
+
+
+def _check_finite(step: int, which: str, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+    """Raise TrainingDiverged before a NaN/inf loss reaches the weights."""
+    if bool(torch.isfinite(total)):
+        return
+    shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in {"total": total, **terms}.items())
+    raise TrainingDiverged(f"step {step}: the {which} loss is not finite ({shown})")
+
+
+def _grad_norm(module: torch.nn.Module, extra: torch.Tensor | None = None) -> float:
+    """L2 norm of the module's dense gradients (and of `extra`, e.g. W's rows)."""
+    grads = [
+        p.grad.detach().float().norm()
+        for p in module.parameters()
+        if p.grad is not None and not p.grad.is_sparse
+    ]
+    if extra is not None:
+        grads.append(extra.detach().float().norm())
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def _mean_over_ranks(
+    values: dict[str, torch.Tensor], ctx: distributed.DistributedContext
+) -> dict[str, float]:
+    """The logged scalars, averaged over all ranks (one all-reduce, on log steps only)."""
+    stacked = torch.stack(
+        [torch.as_tensor(v, dtype=torch.float32, device=ctx.device).detach() for v in values.values()]
+    )
+    if ctx.is_distributed:
+        torch.distributed.all_reduce(stacked)
+        stacked /= ctx.world_size
+    return dict(zip(values, stacked.tolist()))
+
+
+class _Throughput:
+    """Episodes and frames per second (all ranks together) since the last report."""
+
+    def __init__(self, episodes_per_step: int, frames_per_episode: int):
+        self.episodes_per_step, self.frames_per_episode = episodes_per_step, frames_per_episode
+        self._start, self._steps = time.perf_counter(), 0
+
+    def tick(self) -> None:
+        self._steps += 1
+
+    def rates(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        episodes = self._steps * self.episodes_per_step / elapsed
+        self._steps_reported = self._steps
+        self._start, self._steps = time.perf_counter(), 0
+        return {
+            "throughput/episodes_per_s": episodes,
+            "throughput/images_per_s": episodes * self.frames_per_episode,
+            "throughput/step_time_s": elapsed / max(self._steps_reported, 1),
+        }
+
+
+@torch.no_grad()
+def _render_samples(
+    embedder: torch.nn.Module,
+    generator: torch.nn.Module,
+    episodes: dict[str, Any],
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager,
+) -> torch.Tensor:
+    images = episodes["images"].to(device)
+    landmark_images = episodes["landmark_images"].to(device)
+    embedder.eval()
+    generator.eval()
+    try:
+        with autocast:
+            person_embedding, _ = embed_person(embedder, images[:, :-1], landmark_images[:, :-1])
+            generated = generator(landmark_images[:, -1], person_embedding=person_embedding)
+    finally:
+        embedder.train()
+        generator.train()
+    return sample_grid(landmark_images[:, -1], images[:, :-1], generated, images[:, -1])
+
+
+def _save_checkpoint(
+    run_dir: Path,
+    step: int,
+    cfg: ExperimentConfig,
+    ctx: distributed.DistributedContext,
+    networks: dict[str, torch.nn.Module],
+    optimizers: dict[str, Any],
+    num_videos: int,
+) -> None:
+    """Rank 0 writes the training state (with every rank's RNG state) and the model file, after checking
+    that every rank holds the same weights."""
+    fingerprint = distributed.fingerprint(*networks.values()) if ctx.is_distributed else ""
+    gathered = distributed.all_gather_objects(
+        {"rng": checkpoint.capture_rng_state(), "fingerprint": fingerprint}, ctx
+    )
+    if not ctx.is_main:
+        return
+    distributed.check_ranks_agree([g["fingerprint"] for g in gathered])
+    checkpoint.save_state(
+        run_dir,
+        step,
+        cfg=cfg,
+        networks=networks,
+        optimizers=optimizers,
+        num_videos=num_videos,
+        rng_states=[g["rng"] for g in gathered],
+        keep=cfg.train.keep_checkpoints,
+        world_size=ctx.world_size,
+        fingerprint=fingerprint,
+    )
+    checkpoint.save_model(
+        run_dir / checkpoint.MODEL_FILE,
+        cfg,
+        networks["embedder"],
+        networks["generator"],
+        networks["discriminator"],
+        num_videos,
+        step=step,
+    )
