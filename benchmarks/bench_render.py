@@ -4,8 +4,9 @@ An avatar renders a frame with one landmark drawing and one pass of G, with its 
 as constants and G's spectral norm folded into its weights (metahead.avatar). Measured with random
 weights (speed does not depend on training):
 
-- "render": Avatar.render, landmarks (B, 68, 2) -> uint8 frames (drawing + G + conversion)
-- "generator": G alone on ready landmark images
+- "generator": G alone on ready landmark images (ψ constant, spectral norm folded)
+- "drawing_and_conversion": the rest of Avatar.render (landmark images, uint8 frames), timed apart
+- "render" = batch / (generator + drawing_and_conversion time): Avatar.render's frames/s
 - "unfolded_per_frame_psi" (batch 1, fp32): the naive way, G with spectral norm and ψ = P ê recomputed
   on every call: what storing ψ and folding σ saves.
 
@@ -22,20 +23,28 @@ import functools
 import json
 import os
 import platform
+import sys
 import time
 
 import numpy as np
 import torch
 
-from metahead.avatar import Avatar
+from metahead.avatar import Avatar, to_uint8
 from metahead.config import preset
 from metahead.landmarks.mean_face import random_faces
 from metahead.models.generator import Generator
 
 
-def timed(fn, min_seconds: float, max_iterations: int) -> tuple[float, int]:
+def _draw_and_convert(avatar: Avatar, landmarks: torch.Tensor, fake: torch.Tensor) -> None:
+    """What Avatar.render adds to G: drawing the landmark images and converting frames to uint8."""
+    avatar.landmark_images(landmarks)
+    to_uint8(fake)
+
+
+def timed(fn, min_seconds: float, max_iterations: int, warmup: bool = True) -> tuple[float, int]:
     """Seconds per call of fn (after one warm-up call), over at least min_seconds or max_iterations."""
-    fn()
+    if warmup:
+        fn()
     count, started = 0, time.perf_counter()
     while True:
         fn()
@@ -46,7 +55,13 @@ def timed(fn, min_seconds: float, max_iterations: int) -> tuple[float, int]:
 
 
 def bench_preset(
-    name: str, batches: list[int], precisions: list[str], min_seconds: float, max_iterations: int
+    name: str,
+    batches: list[int],
+    precisions: list[str],
+    min_seconds: float,
+    max_iterations: int,
+    warmup: bool = True,
+    naive: bool = True,
 ) -> dict:
     cfg = preset(name)
     torch.manual_seed(0)
@@ -63,28 +78,32 @@ def bench_preset(
         "runs": [],
     }
     for batch in batches:
-        landmarks = random_faces(batch, size, seed=batch)
+        landmarks = torch.from_numpy(random_faces(batch, size, seed=batch))
         landmark_images = avatar.landmark_images(landmarks)
+        # Drawing and conversion to uint8 do not depend on precision: timed once per batch size.
+        draw = functools.partial(_draw_and_convert, avatar, landmarks, landmark_images)
+        per_draw, _ = timed(draw, min_seconds, max_iterations, warmup)
         for precision in precisions:
             amp = "bf16" if precision == "bf16" else "none"
-            render = functools.partial(avatar.render, landmarks, batch_size=batch, amp=amp)
-            per_render, n_render = timed(render, min_seconds, max_iterations)
             generate = functools.partial(avatar.render_images, landmark_images, amp=amp)
-            per_g, n_g = timed(generate, min_seconds, max_iterations)
-            out["runs"].append({
+            per_g, n_g = timed(generate, min_seconds, max_iterations, warmup)
+            run = {
                 "batch": batch, "precision": precision,
-                "render_frames_per_s": round(batch / per_render, 3), "render_iterations": n_render,
+                "render_frames_per_s": round(batch / (per_g + per_draw), 3),
                 "generator_frames_per_s": round(batch / per_g, 3), "generator_iterations": n_g,
-                "drawing_and_conversion_ms_per_frame": round(1000 * (per_render - per_g) / batch, 2),
-            })  # fmt: skip
-    if 1 in batches and "fp32" in precisions:
+                "drawing_and_conversion_ms_per_frame": round(1000 * per_draw / batch, 2),
+            }  # fmt: skip
+            print(name, json.dumps(run), file=sys.stderr, flush=True)
+            out["runs"].append(run)
+    if naive and 1 in batches and "fp32" in precisions:
         one = avatar.landmark_images(random_faces(1, size))
 
         def naive() -> None:
             with torch.inference_mode():
                 generator(one, person_embedding=embedding)
 
-        per_call, n = timed(naive, min_seconds, max_iterations)
+        per_call, n = timed(naive, min_seconds, max_iterations, warmup)
+        print(name, "unfolded", round(1 / per_call, 3), file=sys.stderr, flush=True)
         out["unfolded_per_frame_psi"] = {
             "batch": 1, "precision": "fp32", "frames_per_s": round(1 / per_call, 3), "iterations": n,
         }  # fmt: skip
@@ -101,6 +120,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="time each case at least this long")
     parser.add_argument("--max-iterations", type=int, default=20)
+    parser.add_argument("--no-warmup", action="store_true", help="time the first call too (very slow cases)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the unfolded per-frame-ψ baseline")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,8 +136,10 @@ def main() -> None:
         "presets": {},
     }
     for name in args.presets:
-        result["presets"][name] = bench_preset(name, args.batches, args.precisions, args.min_seconds,
-                                               args.max_iterations)  # fmt: skip
+        result["presets"][name] = bench_preset(
+            name, args.batches, args.precisions, args.min_seconds, args.max_iterations,
+            warmup=not args.no_warmup, naive=not args.no_naive,
+        )  # fmt: skip
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=1, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
 

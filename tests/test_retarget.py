@@ -194,6 +194,21 @@ def test_choose_neutral_frame_prefers_a_typical_closed_mouth_with_open_eyes() ->
     assert choice.mouth_opening[choice.index] == pytest.approx(choice.mouth_opening.min())
 
 
+def test_choose_neutral_frame_prefers_a_frontal_frame() -> None:
+    """Most frames turned sideways (nose and mouth shifted towards one cheek), two frontal: a frontal one
+    is chosen, so that the turn is transferred relative to it."""
+    frames = []
+    for i in range(8):
+        face = express(DRIVER).copy()
+        if i not in (2, 5):
+            face[27:36, 0] += 0.15 * eye_distance(DRIVER)
+            face[48:68, 0] += 0.1 * eye_distance(DRIVER)
+        frames.append(move(face, degrees=3.0 * i))
+    choice = rt.choose_neutral_frame(np.stack(frames))
+    assert choice.index in (2, 5)
+    assert choice.turn[choice.index] < 0.01 < choice.turn.max()
+
+
 def test_part_ratios_stay_bounded_for_degenerate_parts() -> None:
     squashed = DRIVER.copy()
     _scale_part(squashed, slice(48, 68), 0.05, 1.0)  # a mouth 20x narrower than the avatar's

@@ -460,3 +460,19 @@ def test_cli_train_saves_resolved_config(tiny_data, tmp_path):
     assert [s for s, _ in checkpoint.list_states(run)] == [1, 2]
     assert json.loads((run / "config.json").read_text())["loss"]["match_weight"] == 10
     assert main(["train", "--out", str(run), "--data", str(tiny_data)]) == 2  # no --config, no --resume
+
+
+@pytest.mark.slow
+def test_compiled_networks_train_like_eager(tiny_data, tmp_path):
+    """train.compile=true (minutes of compiling on a CPU) gives the eager run's losses."""
+    from metahead.training.meta import train
+
+    logs = []
+    for compiled in (False, True):
+        run = train(
+            tiny_config(tiny_data, tmp_path / f"c{compiled}", "train.steps=2", f"train.compile={compiled}")
+        )
+        logs.append([json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()])
+    for eager, compiled in zip(*logs):
+        for key in ("loss/content", "loss/adversarial", "loss/match", "loss/discriminator"):
+            assert compiled[key] == pytest.approx(eager[key], rel=1e-3, abs=1e-4), key

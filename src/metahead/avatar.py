@@ -11,7 +11,9 @@ clips (data.face_crop, with prepare's settings), embedded by E (ê_NEW = mean ov
 - used feed-forward (FF): ψ̂ = P ê_NEW with the meta-learned G.
 Either way the avatar keeps G's weights and the person's AdaIN parameters ψ as constants: rendering
 never runs E or P again, and G's spectral normalisation is folded into its weights once (W / σ(W)), so
-a frame costs one landmark drawing and one pass of G, batched.
+a frame costs one landmark drawing and one pass of G, batched. Rendering uses a copy of G prepared once
+by `perf.prepare_generator_for_inference` (ψ a constant buffer, resampling kernels precomputed,
+channels_last); `amp="auto"` renders in bf16 only where the hardware computes bf16 natively.
 
 The avatar file (`Avatar.save`, torch.save of tensors and plain Python values only: it loads with
 torch.load(weights_only=True)):
@@ -46,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metahead import perf
 from metahead.config import ExperimentConfig, FinetuneConfig
 from metahead.data.format import DataError, VideoReader, read_info
 from metahead.fileio import atomic_path
@@ -230,23 +233,27 @@ def faces_from_dataset_video(folder: str | os.PathLike, size: int, count: int) -
     return FaceFrames(frames, marks, [f"{folder} frame {i}" for i in ids])
 
 
-def resize_crops(frames: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Square crops (N, s, s, 3) uint8 and their landmarks, resized to size² (landmarks moved along)."""
+def resize_crop(frame: np.ndarray, size: int) -> np.ndarray:
+    """One square crop (s, s, 3) uint8 resized to size² (bicubic); unchanged when already that size."""
     from PIL import Image
 
-    source = frames.shape[1]
-    if frames.shape[1] != frames.shape[2]:
-        raise DataError(f"frames must be square crops, got {frames.shape[1]}x{frames.shape[2]}")
-    if source == size:
-        return frames, landmarks.astype(np.float32)
-    resized = np.stack(
-        [np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BICUBIC)) for f in frames]
-    )
-    return resized, rescale_landmarks(landmarks, source, size)
+    if frame.shape[0] != frame.shape[1]:
+        raise DataError(f"frames must be square crops, got {frame.shape[0]}x{frame.shape[1]}")
+    if frame.shape[0] == size:
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def resize_crops(frames: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Square crops (N, s, s, 3) uint8 and their landmarks, resized to size² (landmarks moved along)."""
+    resized = np.stack([resize_crop(f, size) for f in frames])
+    return resized, rescale_landmarks(landmarks, frames.shape[1], size)
 
 
 def rescale_landmarks(landmarks: np.ndarray, source_size: int, size: int) -> np.ndarray:
     """Landmarks in a source_size² crop moved to the same crop at size² (pixel centres at integers)."""
+    if source_size == size:
+        return np.asarray(landmarks, dtype=np.float32)
     return ((np.asarray(landmarks, dtype=np.float32) + 0.5) * (size / source_size) - 0.5).astype(np.float32)
 
 
@@ -363,8 +370,7 @@ def driving_from_dataset_video(
 
     def read_frames() -> Iterator[np.ndarray]:
         for i in range(count):
-            frame = reader.read_frame(i)
-            yield resize_crops(frame[None], landmarks[:1], size)[0][0]
+            yield resize_crop(reader.read_frame(i), size)
 
     return DrivingSequence(landmarks, size, DEFAULT_FPS, str(folder), read_frames=read_frames)
 
@@ -491,8 +497,8 @@ class Avatar:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if amp not in ("none", "bf16"):
-            raise ValueError(f"amp must be 'none' or 'bf16', got {amp!r}")
+        if amp not in perf.AMP_MODES:
+            raise ValueError(f"amp must be one of {perf.AMP_MODES}, got {amp!r}")
         from torch.nn.utils import parametrize
 
         if any(parametrize.is_parametrized(m) for m in generator.modules()):
@@ -512,6 +518,7 @@ class Avatar:
         self.mode = mode
         self.info = dict(info or {})
         self.amp = amp
+        self._renderer: nn.Module | None = None  # the render-only copy of G (perf), made on first use
 
     # --- properties and devices -------------------------------------------------------------------------
 
@@ -526,7 +533,15 @@ class Avatar:
     def to(self, device: torch.device | str) -> Avatar:
         self.generator.to(device)
         self.adain_params = self.adain_params.to(device)
+        self._renderer = None
         return self
+
+    def renderer(self) -> nn.Module:
+        """G(·, ψ) prepared for rendering once (perf.prepare_generator_for_inference: a copy with ψ as a
+        constant buffer, resampling kernels precomputed, channels_last): landmark images -> frames."""
+        if self._renderer is None:
+            self._renderer = perf.prepare_generator_for_inference(self.generator, self.adain_params)
+        return self._renderer
 
     def __repr__(self) -> str:
         shots = None if self.source_landmarks is None else len(self.source_landmarks)
@@ -539,11 +554,10 @@ class Avatar:
     @torch.inference_mode()
     def render_images(self, landmark_images: torch.Tensor, amp: str | None = None) -> torch.Tensor:
         """G(y, ψ) for landmark images (B, 3, S, S) in [-1, 1] -> frames (B, 3, S, S) float in [-1, 1]."""
-        landmark_images = landmark_images.to(self.device)
-        if (amp or self.amp) == "bf16":
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                return self.generator(landmark_images, adain_params=self.adain_params).float()
-        return self.generator(landmark_images, adain_params=self.adain_params)
+        renderer = self.renderer()
+        landmark_images = perf.channels_last_input(landmark_images.to(self.device))
+        with perf.autocast_context(amp or self.amp, self.device):
+            return renderer(landmark_images).float()
 
     def landmark_images(self, landmarks: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Landmarks (B, 68, 2) in the avatar's crop pixels -> landmark images (B, 3, S, S) in [-1, 1]."""
@@ -648,7 +662,7 @@ class Avatar:
         fewer than given picks T evenly spaced; more is an error). finetune: FT (True) or FF (False).
         config: fine-tuning settings (default: the model config's `finetune` section); `steps` overrides
         its step count. curve_path: write the fine-tuning losses there as JSON, and as a PNG plot next to
-        it (the same name with .png).
+        it (the same name with .png), with the T frames' reconstruction L1 every 10 steps.
         """
         from metahead.data.episodes import FewShotDataset
         from metahead.training import checkpoint
@@ -721,6 +735,7 @@ class Avatar:
             result = ft.finetune(
                 embedder, generator, discriminator, few_shot, cfg,
                 content_loss=content_loss, device=device, amp=amp, progress=progress,
+                evaluate_every=10 if curve_path is not None else 0,  # the curve shows reconstruction too
             )  # fmt: skip
             out_generator, adain_params, embedding = (
                 result.generator,

@@ -265,7 +265,12 @@ def _add_avatar(sub) -> None:
     )
     p.add_argument("--margin", type=float, help="crop side / face size, as given to `metahead prepare` (2.2)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast while fine-tuning")
+    p.add_argument(
+        "--amp",
+        choices=["none", "bf16", "auto"],
+        default="none",
+        help="bf16 autocast while fine-tuning (auto: where the hardware has bf16)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_avatar)
 
@@ -352,7 +357,12 @@ def _add_animate(sub) -> None:
     p.add_argument("--max-frames", type=int, help="only the first N frames of the driver")
     p.add_argument("--batch-size", type=int, default=8, help="frames rendered per batch (8)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast while rendering")
+    p.add_argument(
+        "--amp",
+        choices=["none", "bf16", "auto"],
+        default="auto",
+        help="bf16 autocast while rendering (auto, the default: only where the hardware has bf16)",
+    )
     p.set_defaults(func=_run_animate)
 
 
@@ -405,19 +415,41 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--shots", type=int, nargs="+", default=[1, 8, 32], metavar="T", help="T values (1 8 32)")
     p.add_argument("--split", default="test", help="the dataset split to evaluate (test)")
     p.add_argument("--eval-frames", type=int, default=32, help="held-out frames per video (32)")
-    p.add_argument("--eval-source", choices=["same-video", "other-videos"], default="same-video",
-                   help="held-out frames from the shots' video (paper) or the person's other videos (takes)")
+    p.add_argument(
+        "--eval-source",
+        choices=["same-video", "other-videos"],
+        default="same-video",
+        help="held-out frames from the shots' video (paper) or the person's other videos (takes)",
+    )
     p.add_argument("--max-videos", type=int, default=50, help="test videos evaluated (50; 0 = all)")
-    p.add_argument("--methods", nargs="+", default=None, metavar="NAME",
-                   help="ft ff nearest_shot from_scratch (default: all)")
-    p.add_argument("--metrics", nargs="+", default=None, metavar="NAME",
-                   help="metric names (default: all available; FID only with --inception-weights)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="ft ff nearest_shot from_scratch (default: all)",
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="metric names (default: all available; FID only with --inception-weights)",
+    )
     p.add_argument("--steps", type=int, help="fine-tuning steps (default: the model's finetune.steps)")
-    p.add_argument("--cross-identity", type=int, default=0, metavar="PAIRS",
-                   help="also drive PAIRS avatars with other people's frames, with and without retargeting")
+    p.add_argument(
+        "--cross-identity",
+        type=int,
+        default=0,
+        metavar="PAIRS",
+        help="also drive PAIRS avatars with other people's frames, with and without retargeting",
+    )
     p.add_argument("--cross-shots", type=int, metavar="T", help="T of cross-identity avatars (default: max)")
-    p.add_argument("--inception-weights", metavar="PATH",
-                   help="pt_inception-2015-12-05-6726825d.pth for FID (or $METAHEAD_INCEPTION_WEIGHTS)")
+    p.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="pt_inception-2015-12-05-6726825d.pth for FID (or $METAHEAD_INCEPTION_WEIGHTS)",
+    )
     p.add_argument("--workers", default="1", help="parallel processes: a number or 'auto' (one per core)")
     p.add_argument("--grid-videos", type=int, default=4, help="videos shown in each T's image grid (4)")
     p.add_argument("--seed", type=int, default=0)
@@ -460,6 +492,66 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole pipeline on a synthetic corpus, on the CPU, into one HTML page (make demo)",
+        description="Generate a synthetic corpus, meta-train a small model (time-bounded), make an avatar of "
+        "an unseen person from 8 frames, animate it with its own new motion and with another person's "
+        "(retargeted), evaluate FT/FF against the nearest-shot and from-scratch baselines, and write "
+        "OUT/index.html showing it all. A rerun reuses every finished stage whose settings did not change.",
+    )
+    p.add_argument("--out", default="demo-output", help="output folder (demo-output)")
+    p.add_argument("--quick", action="store_true", help="smaller corpus, 1.5 min of training: ~4 min in all")
+    p.add_argument("--train-minutes", type=float, help="meta-training time (full: 5, quick: 1.5)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: the cores idle now)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="model config preset (demo)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a model config value, e.g. --set model.base_channels=32 (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from metahead.demo import main_for_cli
+
+    changes = {"threads": args.threads, "overrides": tuple(args.overrides), "progress": not args.no_progress}
+    if args.train_minutes is not None:
+        changes["train_minutes"] = args.train_minutes
+    if args.preset:
+        changes["preset"] = args.preset
+    return main_for_cli(args.out, args.quick, changes)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export an avatar's generator (ψ baked in) with torch.export (.pt2) and/or as ONNX"
+    )
+    p.add_argument("avatar", help="avatar file (made by `metahead avatar`)")
+    p.add_argument("--out", required=True, help="output .pt2 file (torch.export.load(path).module())")
+    p.add_argument("--onnx", help="also write an ONNX file here (needs the onnx and onnxscript packages)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from metahead import export
+    from metahead.avatar import Avatar
+
+    avatar = Avatar.load(args.avatar)
+    export.save_program(export.export_generator(avatar.generator, avatar.adain_params), args.out)
+    print(f"wrote {args.out}: landmark images (B, 3, {avatar.image_size}, {avatar.image_size}) -> frames")
+    if args.onnx:
+        export.export_onnx(avatar.generator, avatar.adain_params, args.onnx)
+        print(f"wrote {args.onnx}: input 'landmark_images', output 'images'")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metahead", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -470,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_avatar(sub)
     _add_animate(sub)
     _add_evaluate(sub)
+    _add_demo(sub)
+    _add_export(sub)
     return parser
 
 

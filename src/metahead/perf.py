@@ -40,8 +40,7 @@ GLIBC_TUNING = {
     "MALLOC_MMAP_THRESHOLD_": "268435456",
     "MALLOC_TRIM_THRESHOLD_": "268435456",
 }
-ALLOCATOR_ENV_MARK = "METAHEAD_ALLOCATOR"  # set by the launcher: which allocator it chose (prevents loops)
-NO_TUNED_ALLOCATOR_ENV = "METAHEAD_NO_TUNED_ALLOCATOR"  # "1": the launcher leaves the environment alone
+NO_TUNED_ALLOCATOR_ENV = "METAHEAD_NO_TUNED_ALLOCATOR"  # "1": tuned_allocator_env() adds nothing
 
 
 # --- precision ----------------------------------------------------------------------------------------------
@@ -75,7 +74,7 @@ def native_bf16(device: torch.device | str) -> bool:
 
 
 def resolve_amp(amp: str, device: torch.device | str) -> str:
-    """"none" | "bf16" as given; "auto" → "bf16" where the device computes bf16 natively, else "none"."""
+    """ "none" | "bf16" as given; "auto" → "bf16" where the device computes bf16 natively, else "none"."""
     if amp not in AMP_MODES:
         raise ValueError(f"amp={amp!r}: choose one of {', '.join(AMP_MODES)}")
     if amp == "auto":
@@ -91,7 +90,7 @@ def autocast_context(amp: str, device: torch.device | str) -> contextlib.Abstrac
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-# --- memory format and compilation ----------------------------------------------------------------------------
+# --- memory format and compilation --------------------------------------------------------------------------
 
 
 def to_channels_last(module: nn.Module) -> nn.Module:
@@ -149,7 +148,7 @@ def is_compiled(module: nn.Module) -> bool:
     return getattr(module, "_compiled_call_impl", None) is not None
 
 
-# --- threads -------------------------------------------------------------------------------------------------
+# --- threads ------------------------------------------------------------------------------------------------
 
 
 def available_cores() -> int:
@@ -168,7 +167,7 @@ def set_threads(intra_op: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-# --- allocator -----------------------------------------------------------------------------------------------
+# --- allocator ----------------------------------------------------------------------------------------------
 
 
 def find_jemalloc() -> str | None:
@@ -187,7 +186,9 @@ def tuned_allocator_env(environ: Mapping[str, str] | None = None) -> dict[str, s
         return {}
     preload = environ.get("LD_PRELOAD", "")
     if "jemalloc" in preload or "tcmalloc" in preload:
-        return {} if "jemalloc" not in preload or environ.get("MALLOC_CONF") else {"MALLOC_CONF": JEMALLOC_CONF}
+        return (
+            {} if "jemalloc" not in preload or environ.get("MALLOC_CONF") else {"MALLOC_CONF": JEMALLOC_CONF}
+        )
     jemalloc = find_jemalloc() if sys.platform.startswith("linux") else None
     if jemalloc:
         return {
@@ -195,6 +196,15 @@ def tuned_allocator_env(environ: Mapping[str, str] | None = None) -> dict[str, s
             "MALLOC_CONF": environ.get("MALLOC_CONF") or JEMALLOC_CONF,
         }
     return {k: v for k, v in GLIBC_TUNING.items() if k not in environ}
+
+
+def tuned_thread_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """OpenMP settings for a machine shared with other work: idle OpenMP threads sleep instead of spinning
+    (OMP_WAIT_POLICY=PASSIVE). With 2 threads on 2 busy cores, spinning threads wait for a descheduled
+    partner: a tiny training step took 2.9 s spinning vs 0.59 s passive (1 thread: 0.30 s). Read when
+    OpenMP starts, so it belongs in a launcher's environment. Nothing is added if already set."""
+    environ = os.environ if environ is None else environ
+    return {} if "OMP_WAIT_POLICY" in environ else {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def allocator_in_use() -> dict[str, str]:
@@ -209,42 +219,37 @@ def allocator_in_use() -> dict[str, str]:
     except OSError:
         name = "unknown"
     info = {"allocator": name}
-    for key in ("LD_PRELOAD", "MALLOC_CONF", "TCMALLOC_RELEASE_RATE", *GLIBC_TUNING):
+    for key in ("LD_PRELOAD", "MALLOC_CONF", "TCMALLOC_RELEASE_RATE", *GLIBC_TUNING, "OMP_WAIT_POLICY"):
         if os.environ.get(key):
             info[key] = os.environ[key]
     return info
 
 
-def reexec_with_tuned_allocator(argv: list[str] | None = None) -> None:
-    """Replace this process by itself with `tuned_allocator_env()` added (Linux only), unless nothing would
-    change or a previous exec already did it. For entry points only: the console script `metahead` calls
-    it before parsing arguments. Never returns when it re-executes."""
-    if not sys.platform.startswith("linux") or os.environ.get(ALLOCATOR_ENV_MARK):
-        return
-    extra = tuned_allocator_env()
-    if not extra or "LD_PRELOAD" not in extra:
-        return  # glibc settings need no exec: they are read at the first malloc, which has happened
-    env = {**os.environ, **extra, ALLOCATOR_ENV_MARK: "jemalloc"}
-    argv = list(sys.argv if argv is None else argv)
-    try:
-        os.execve(sys.executable, [sys.executable, "-m", "metahead", *argv[1:]], env)
-    except OSError as err:  # pragma: no cover - exec refused: run on as we are
-        log.warning("could not re-execute with the tuned allocator (%s); continuing without it", err)
-
-
-# --- rendering --------------------------------------------------------------------------------------------------
+# --- rendering ----------------------------------------------------------------------------------------------
 
 
 def fold_spectral_norm(module: nn.Module) -> nn.Module:
-    """Replace every spectral-norm parametrization under `module` (in place) by its current weight W/σ(W), as
-    eval mode computes it: no power iteration and no division per call any more. Inference only."""
+    """Replace every parametrized weight under `module` (spectral norm) by its current value W/σ(W) as eval
+    mode computes it, in place (and puts `module` in eval mode): no power iteration and no division per call.
+    Inference only.
+
+    Not torch's remove_parametrizations: that deletes the weight property from the parametrized class,
+    which a deepcopy shares with its original, so folding a copy would break the original."""
     from torch.nn.utils import parametrize
 
+    module.eval()
     with torch.no_grad():
-        for layer in module.modules():
-            if parametrize.is_parametrized(layer):
-                for name in list(layer.parametrizations.keys()):
-                    parametrize.remove_parametrizations(layer, name, leave_parametrized=True)
+        for layer in list(module.modules()):
+            if not parametrize.is_parametrized(layer):
+                continue
+            values = {name: getattr(layer, name).detach().clone() for name in layer.parametrizations}
+            originals = {name: p.original for name, p in layer.parametrizations.items()}
+            layer.__class__ = layer.__class__.__bases__[0]  # the class before parametrization
+            del layer._modules["parametrizations"]
+            for name, value in values.items():
+                layer.register_parameter(
+                    name, nn.Parameter(value, requires_grad=originals[name].requires_grad)
+                )
     return module
 
 
@@ -304,4 +309,3 @@ def prepare_generator_for_inference(
     if channels_last:
         to_channels_last(prepared)
     return maybe_compile(prepared, compile)
-

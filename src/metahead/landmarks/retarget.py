@@ -47,6 +47,7 @@ INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 # Upper/lower lid pairs of each eye.
 EYE_LID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))
 MOUTH_CORNERS = (48, 54)
+NOSE_TIP = 30
 # An eye whose opening is below this fraction of its width counts as closed: its height cannot be a
 # reference size, so the eye's width ratio is used for both axes.
 CLOSED_EYE_FRACTION = 0.12
@@ -216,17 +217,20 @@ class NeutralChoice:
     scores: np.ndarray  # (F,) lower is more neutral
     distance_to_median: np.ndarray  # (F,) RMS, eye distances
     mouth_opening: np.ndarray  # (F,) eye distances
+    turn: np.ndarray  # (F,) nose tip's sideways offset from between the eyes, eye distances
 
 
 def choose_neutral_frame(
-    landmarks: np.ndarray, mouth_weight: float = 2.0, eye_weight: float = 2.0
+    landmarks: np.ndarray, mouth_weight: float = 2.0, eye_weight: float = 2.0, turn_weight: float = 1.0
 ) -> NeutralChoice:
     """The most neutral frame of a sequence (F, 68, 2).
 
     Frames are aligned on their rigid points to the median shape (twice, so the median is of aligned
     shapes) and scored by RMS distance to that median + mouth_weight × mouth opening + eye_weight × how
-    far the eyes are closed below their median opening (all in eye distances). The lowest score wins:
-    a typical pose with a closed mouth and open eyes.
+    far the eyes are closed below their median opening + turn_weight × how far the nose tip is off the
+    middle between the eyes (a head turned sideways; all in eye distances). The lowest score wins: a
+    typical, frontal pose with a closed mouth and open eyes. Retargeting transfers pose relative to
+    this frame, so a turned neutral frame would leave the avatar turned less than the driver.
     """
     points = check_landmarks(landmarks)
     if points.ndim == 2:
@@ -242,8 +246,9 @@ def choose_neutral_frame(
     mouth = _pair_distance(canonical, INNER_LIP_PAIRS)
     eyes = _pair_distance(canonical, EYE_LID_PAIRS)
     closed_eyes = np.clip(np.median(eyes) - eyes, 0.0, None)
-    scores = distance + mouth_weight * mouth + eye_weight * closed_eyes
-    return NeutralChoice(int(np.argmin(scores)), scores, distance, mouth)
+    turn = np.abs(canonical[:, NOSE_TIP].real)  # canonical x: 0 between the eyes
+    scores = distance + mouth_weight * mouth + eye_weight * closed_eyes + turn_weight * turn
+    return NeutralChoice(int(np.argmin(scores)), scores, distance, mouth, turn)
 
 
 # --- retargeting --------------------------------------------------------------------------------------

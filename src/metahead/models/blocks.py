@@ -4,10 +4,11 @@ Every network in the paper is assembled from these; nothing here is specific to 
 Ops are chosen to run well on CPU under bf16 autocast and channels_last (docs/performance.md has the
 measurements): instance norm and AdaIN as one multiply-add over the activation with float32 statistics; a
 3x3 conv followed by 2x2 average pooling, and a 3x3 conv on a nearest-upsampled input, each as one stride-2
-4x4 (transposed) conv at high resolutions (the same function with 4/9 of the multiply-adds); self-attention
-through the fused F.scaled_dot_product_attention kernel; no Python loops over the batch.
-`use_reference_ops(module)` switches a network back to the plain formulation (F.instance_norm, conv then
-F.avg_pool2d, F.interpolate then conv): the tests compare the two, the benchmarks time them.
+4x4 (transposed) conv at high resolutions (the same function with 4/9 of the multiply-adds); on CPU,
+self-attention's three 1x1 convs as one matmul and the attention through whichever kernel is faster for its
+width; no Python loops over the batch. `use_reference_ops(module)` switches a network back to the plain
+formulation (F.instance_norm, conv then F.avg_pool2d, F.interpolate then conv,
+F.scaled_dot_product_attention): the tests compare the two, the benchmarks time them.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def linear(
 # and padding 1 on the low-resolution x with the same box-summed kernel (flipped, in/out swapped). Same
 # function up to float rounding, 16 instead of 36 multiply-adds per low-resolution pixel, and no
 # full-resolution intermediate in forward or backward. Building the kernel costs ~16 reads per weight, so it
-# pays only at high resolutions: at or above this image side (of the full-resolution side of the pair).
+# pays only at high resolutions: at or above this image side (of the full-resolution side of the pair), and
+# with channels_last activations.
 FUSED_RESAMPLING_MIN_SIZE = 64
 
 
@@ -215,14 +217,25 @@ def _apply_norm(norm: nn.Module, x: torch.Tensor, adain_params: torch.Tensor | N
     return norm(x)
 
 
+# On CPU, attention over at most this many value channels runs through the fused (flash) kernel with q and k
+# zero-padded to v's width (it needs equal widths); wider values go through two matmuls and a softmax.
+# Measured, 1 thread, padded flash / matmuls / F.scaled_dot_product_attention (its math fallback), ms:
+#   forward, 4096 tokens, q/k 4, v 32:     41 / 83 / 110;    1024 tokens x 8, q/k 8, v 64:   48 / 47 / 78
+#   fwd+bwd, 4096 tokens, q/k 4, v 32:    164 / 210 / 255;   1024 tokens x 8, q/k 8, v 64:  211 / 143 / 148
+#   fwd+bwd, 1024 tokens x 8, q/k 32, v 256: 426 / 231 / 258
+# so the flash kernel up to 64 channels when no gradient is needed, up to 32 when one is.
+FLASH_ATTENTION_MAX_CHANNELS = 64
+FLASH_ATTENTION_MAX_CHANNELS_TRAINING = 32
+
+
 class SelfAttention(nn.Module):
     """SAGAN self-attention: x + γ · softmax(q kᵀ) v with 1x1 convs q, k (C/8 channels) and v (C).
 
-    γ starts at 0, so the block starts as the identity (SAGAN). Attention goes through
-    F.scaled_dot_product_attention, which scales logits by 1/sqrt(C/8) (SAGAN does not; harmless, and it
-    keeps logits tame at 256²). q and k are zero-padded to v's width: the CPU's fused (flash) kernel needs
-    equal widths and otherwise falls back to materialising softmax(q kᵀ) in several passes; the zeros leave
-    q kᵀ unchanged (measured 2x faster forward at 64², 4096 tokens, despite the wider q kᵀ).
+    γ starts at 0, so the block starts as the identity (SAGAN). Logits are scaled by 1/sqrt(C/8), as
+    F.scaled_dot_product_attention does (SAGAN does not; harmless, and it keeps logits tame at 256²).
+    On CPU the three 1x1 convs run as one matmul over the pixels (a view of channels_last activations) and
+    the attention as described at FLASH_ATTENTION_MAX_CHANNELS; elsewhere (CUDA) and with reference ops,
+    F.scaled_dot_product_attention picks its kernel.
     """
 
     reference_ops = False
@@ -238,20 +251,41 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
+        if self.reference_ops or x.device.type != "cpu":
+            attended = self._attend_sdpa(x)
+        else:
+            attended = self._attend_cpu(x)
+        return x + self.gamma.to(attended.dtype) * attended
+
+    def _attend_sdpa(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
 
         def tokens(t: torch.Tensor) -> torch.Tensor:  # (B, C', H, W) -> (B, 1, HW, C')
             return t.flatten(2).transpose(1, 2).unsqueeze(1)
 
-        query, key, value = tokens(self.query(x)), tokens(self.key(x)), tokens(self.value(x))
-        pad = value.shape[-1] - query.shape[-1]
-        if pad > 0 and not self.reference_ops:
-            scale = query.shape[-1] ** -0.5
-            query, key = F.pad(query, (0, pad)), F.pad(key, (0, pad))
-            attended = F.scaled_dot_product_attention(query, key, value, scale=scale)
+        attended = F.scaled_dot_product_attention(
+            tokens(self.query(x)), tokens(self.key(x)), tokens(self.value(x))
+        )
+        return attended.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
+
+    def _attend_cpu(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        key_channels = self.query.out_channels
+        pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view when x is channels_last
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight]).flatten(1)
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        query, key, value = F.linear(pixels, weight, bias).split([key_channels, key_channels, c], dim=-1)
+        scale = key_channels**-0.5
+        training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        if c <= (FLASH_ATTENTION_MAX_CHANNELS_TRAINING if training else FLASH_ATTENTION_MAX_CHANNELS):
+            pad = (0, c - key_channels)
+            attended = F.scaled_dot_product_attention(
+                F.pad(query, pad)[:, None], F.pad(key, pad)[:, None], value[:, None], scale=scale
+            )[:, 0]
         else:
-            attended = F.scaled_dot_product_attention(query, key, value)
-        attended = attended.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
-        return x + self.gamma.to(attended.dtype) * attended
+            attention = torch.softmax(torch.matmul(query * scale, key.transpose(1, 2)), dim=-1)
+            attended = torch.matmul(attention.to(value.dtype), value)
+        return attended.view(b, h, w, c).permute(0, 3, 1, 2)  # channels_last (B, C, H, W)
 
 
 class ResidualBlock(nn.Module):
@@ -299,7 +333,7 @@ class ResidualBlock(nn.Module):
         if self.preactivation:
             h = F.relu(_apply_norm(self.norm1, h, adain_params))
         if self.resample == "up":
-            if self._fuse_resampling(2 * h.shape[-1]):
+            if self._fuse_resampling(h, 2 * h.shape[-1]):
                 h = upsample_conv3x3(self.conv1, h, self.resampling_kernel)
             else:
                 h = self.conv1(_upsample(h))
@@ -308,7 +342,7 @@ class ResidualBlock(nn.Module):
         h = F.relu(_apply_norm(self.norm2, h, adain_params))
         # 1x1 conv commutes with nearest upsampling and average pooling: run it at the lower resolution.
         if self.resample == "down":
-            if self._fuse_resampling(h.shape[-1]):
+            if self._fuse_resampling(h, h.shape[-1]):
                 h = conv3x3_avg_pool(self.conv2, h, self.resampling_kernel)
             else:
                 h = F.avg_pool2d(self.conv2(h), 2)
@@ -318,8 +352,10 @@ class ResidualBlock(nn.Module):
             return h + _upsample(self.skip(x))
         return h + self.skip(x)
 
-    def _fuse_resampling(self, full_resolution: int) -> bool:
-        if self.reference_ops:
+    def _fuse_resampling(self, x: torch.Tensor, full_resolution: int) -> bool:
+        # Only for channels_last activations: in NCHW, oneDNN's stride-2 and transposed convs lose what the
+        # fusion saves (measured: cpu-64 G 8% slower in NCHW, 2.7x faster with the other ops in NHWC).
+        if self.reference_ops or not x.is_contiguous(memory_format=torch.channels_last):
             return False
         return self.resampling_kernel is not None or full_resolution >= FUSED_RESAMPLING_MIN_SIZE
 

@@ -32,11 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from metahead import perf
 from metahead.config import ExperimentConfig
 from metahead.fileio import atomic_path, atomic_write_text
 from metahead.losses import ContentLoss, adversarial_loss, discriminator_loss
 
-AMP_MODES = ("none", "bf16")
+AMP_MODES = perf.AMP_MODES
 
 
 @dataclass
@@ -128,11 +129,8 @@ def reconstruction_l1(
 
 
 def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp={amp!r}: choose one of {', '.join(AMP_MODES)}")
-    if amp == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16 autocast for "bf16", or for "auto" where the device computes bf16 natively (perf)."""
+    return perf.autocast_context(amp, device)  # raises ValueError for an unknown mode
 
 
 def _batches(count: int, batch_size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:

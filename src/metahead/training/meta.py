@@ -66,6 +66,35 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> Path:
         distributed.cleanup(ctx)
 
 
+@torch.no_grad()
+def _initialise_video_embeddings(
+    embedder: Embedder,
+    video_embeddings: torch.Tensor,
+    dataset: EpisodeDataset,
+    device: torch.device,
+    memory_format: torch.memory_format,
+    seed: int,
+    batch_size: int = 8,
+) -> None:
+    """W_i <- ê_i of the initial E, for every training video (FT model, fresh runs only).
+
+    Every rank computes the same rows from the same frames and the same initial E, so W stays identical
+    across ranks without communication. It costs one E pass over K frames per video (an eighth of an
+    epoch's E work); turn it off with train.init_video_embeddings=false.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            images = torch.stack([item["images"][:-1] for item in items]).to(device)
+            landmark_images = torch.stack([item["landmark_images"][:-1] for item in items]).to(device)
+            if memory_format == torch.channels_last:
+                images = images.contiguous()
+            person_embedding, _ = embed_person(embedder, images, landmark_images)
+            indices = torch.stack([torch.as_tensor(item["video_index"]) for item in items]).to(device)
+            video_embeddings[indices] = person_embedding.to(video_embeddings.dtype)
+
+
 def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedContext) -> Path:
     tc = cfg.train
     run_dir = Path(tc.out)
@@ -130,6 +159,8 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         step = state["step"]
+    if state is None and tc.finetunable and tc.init_video_embeddings:
+        _initialise_video_embeddings(embedder, video_embeddings, dataset, device, memory_format, tc.seed)
     sample_episodes = _sample_episodes(dataset, tc.seed) if ctx.is_main else None
     if tc.compile:
         for net in (embedder, generator, discriminator):
