@@ -18,7 +18,8 @@ every speed-up is measured against, in the same run):
 Every case runs in a fresh subprocess (its own peak RSS; on CUDA torch.cuda.max_memory_allocated). Each
 figure comes with its FLOPs (torch.utils.flop_counter, counted on the warm-up call): "flops" are the
 plain formulation's (the network's nominal work, the same for every variant), "flops_executed" what the
-variant ran; the fraction of the matching dtype's peak measured in the same run uses the nominal FLOPs.
+variant ran. "fraction_of_peak" is executed FLOPs / time / the matching dtype's peak measured in the same run
+(hardware utilisation); "effective_fraction_of_peak" uses the nominal FLOPs (so fused ops can exceed 1).
 
     python benchmarks/bench_networks.py                 # cpu-64, cpu-128, paper-256 (< 10 min on 2 cores)
     python benchmarks/bench_networks.py --quick         # cpu-64 and cpu-128, fewer repeats
@@ -325,12 +326,21 @@ def summarise(results: list[dict[str, Any]], peaks: dict[int, dict[str, Any]]) -
         r["flops"] = (base or r).get("flops_executed", r.get("flops_executed"))
         dtype = "bf16" if "bf16" in r["variant"] else "fp32"
         peak = peaks.get(r["threads"])
-        if peak and r.get("flops"):
-            r["achieved_flop_per_s"] = r["flops"] / seconds
-            r["fraction_of_peak"] = common.fraction_of_peak(r["flops"], seconds, peak, dtype)
+        executed = r.get("flops_executed")
+        if peak and executed:
+            # hardware utilisation: the FLOPs the variant ran; "effective": the network's nominal FLOPs
+            r["achieved_flop_per_s"] = executed / seconds
+            r["fraction_of_peak"] = common.fraction_of_peak(executed, seconds, peak, dtype)
+            r["effective_fraction_of_peak"] = common.fraction_of_peak(r["flops"], seconds, peak, dtype)
             r["peak_dtype"] = dtype
-            if dtype == "fp32" and "bf16" in peak:
-                r["fraction_of_bf16_peak"] = common.fraction_of_peak(r["flops"], seconds, peak, "bf16")
+            if "bf16" in peak:
+                r["fraction_of_bf16_peak"] = common.fraction_of_peak(executed, seconds, peak, "bf16")
+            # the best this machine does in any dtype (bf16 with AMX; fp32 where bf16 is emulated)
+            best = max(peak[d]["peak_flop_per_s"] for d in common.PEAK_DTYPES if d in peak)
+            r["fraction_of_machine_peak"] = executed / seconds / best
+            if r["threads"] == 1:  # CPU time: what the process ran, not what it waited for others
+                cpu_seconds = r["timing"]["cpu_median_s"]
+                r["cpu_time_fraction_of_peak"] = common.fraction_of_peak(executed, cpu_seconds, peak, dtype)
         if base is not None:
             r["speedup_vs_fp32_eager_reference"] = base["timing"]["median_s"] / seconds
             if r["threads"] == 1:
@@ -371,9 +381,10 @@ def goals(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "met": r["ms_per_frame"] <= GOALS[key],
             }
             if batch == 8:
-                fraction = r.get("fraction_of_bf16_peak", r.get("fraction_of_peak"))
+                # the machine has AMX, where bf16 is the machine's peak; elsewhere take the best dtype
+                fraction = r.get("fraction_of_machine_peak")
                 out["render_fraction_of_bf16_peak"] = {
-                    "value": fraction, "variant": r["variant"],
+                    "value": fraction, "variant": r["variant"], "of": "the best peak of any dtype",
                     "met": fraction is not None and fraction >= GOALS["render_fraction_of_bf16_peak"],
                 }  # fmt: skip
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -89,6 +90,13 @@ def test_demo_end_to_end_and_rerun_reuses(tmp_path: Path):
     changed = run_demo(out, dataclasses.replace(MINIATURE, eval_frames=3), log=lines.append)
     assert changed.ran == ["evaluate", "page"]
     assert model.stat().st_mtime_ns == made[model]
+
+    # A larger training budget continues the same run (not a fresh one) and redoes what follows it.
+    lines.clear()
+    longer = run_demo(out, dataclasses.replace(MINIATURE, train_steps=3), log=lines.append)
+    assert longer.reused == ["corpus"] and longer.ran == list(STAGES[1:])
+    assert any("continuing the training" in line and "state-00000002" in line for line in lines)
+    assert json.loads((out / "work" / "train.done.json").read_text())["details"]["steps"] == 3
 
 
 def test_metrics_table_marks_the_best_value_per_column():

@@ -263,6 +263,7 @@ def _claim_folder(folder: Path, settings: dict[str, Any]) -> bool:
     """Make `folder` hold work for `settings`: keep it (True) when it was started with the same settings,
     else empty it (False). The settings are written into it before any work."""
     marker = folder / FOLDER_MARKER
+    settings = _plain(settings)
     try:
         kept = json.loads(marker.read_text()) == settings
     except (OSError, json.JSONDecodeError):
