@@ -208,6 +208,23 @@ def _demo() -> ExperimentConfig:
     return cfg
 
 
+def _real_64() -> ExperimentConfig:
+    """Meta-learning on a small real corpus (issue 13's real-train, ~15k frames) for hours on two CPU cores.
+
+    The demo's networks and rates, with the paper's K = 8 and no time limit: at this size a step is cheap
+    enough for ~10^4 steps in a session, which matters more here than width (docs/training.md).
+    """
+    cfg = _demo()
+    cfg.preset = "real-64"
+    cfg.train.shots = 8
+    cfg.train.steps = 20_000
+    cfg.train.time_limit_minutes = 0.0
+    cfg.train.log_every = 20
+    cfg.train.sample_every = 500
+    cfg.train.checkpoint_every = 500
+    return cfg
+
+
 def _tiny() -> ExperimentConfig:
     """For tests: seconds per step on one core."""
     cfg = ExperimentConfig(preset="tiny")
@@ -235,6 +252,7 @@ PRESETS: dict[str, typing.Callable[[], ExperimentConfig]] = {
     "cpu-128": _cpu_128,
     "cpu-64": _cpu_64,
     "demo": _demo,
+    "real-64": _real_64,
     "tiny": _tiny,
 }
 
