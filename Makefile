@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 JEMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/aarch64-linux-gnu/libjemalloc.so.2))
 RUN_ENV := MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=268435456 MALLOC_MMAP_THRESHOLD_=268435456 $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1$(,)muzzy_decay_ms:-1) OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-browser lint demo bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ lint: install
 
 test: lint
 	$(RUN_ENV) $(PY) -m pytest -q
+
+# `metahead app` end to end in headless Chromium (Debian's chromium + chromium-driver; skips without them).
+test-browser: install
+	$(RUN_ENV) $(PY) -m pytest -q -m browser tests/test_app_browser.py
 
 demo: install
 	$(RUN_ENV) $(VENV)/bin/metahead demo --out demo-output

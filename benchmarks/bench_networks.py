@@ -139,9 +139,15 @@ def render_case(case: dict[str, Any]) -> dict[str, Any]:
 
 def train_case(case: dict[str, Any]) -> dict[str, Any]:
     from metahead.landmarks.mean_face import random_faces
-    from metahead.losses import ContentLoss, adversarial_loss, discriminator_loss, matching_loss
-    from metahead.models import Discriminator, Embedder, Generator, embed_person
+    from metahead.losses import ContentLoss
+    from metahead.models import Discriminator, Embedder, Generator
     from metahead.models.blocks import use_reference_ops
+    from metahead.training.meta import (
+        Episode,
+        discriminator_losses,
+        generator_losses,
+        video_embedding_match_loss,
+    )
 
     exp = preset(case["preset"])
     cfg, loss_cfg, tc = exp.model, exp.loss, exp.train
@@ -170,51 +176,28 @@ def train_case(case: dict[str, Any]) -> dict[str, Any]:
     # An episode batch as data/episodes.py gives it: K frames to embed + 1 target per video.
     images = random_images(batch * (SHOTS + 1), size, device, seed=1).view(batch, SHOTS + 1, 3, size, size)
     landmark_images = random_images(batch * (SHOTS + 1), size, device, seed=2).view_as(images)
-    target_landmarks = torch.as_tensor(random_faces(batch, size), dtype=torch.float32, device=device)
-    video_index = torch.arange(batch, device=device) % NUM_VIDEOS
-    shot_images, target_image = images[:, :-1], images[:, -1].contiguous(memory_format=memory_format)
-    shot_landmarks = landmark_images[:, :-1]
-    target_landmark_image = landmark_images[:, -1].contiguous(memory_format=memory_format)
+    episode = Episode(
+        shot_images=images[:, :-1],
+        shot_landmark_images=landmark_images[:, :-1],
+        target_image=images[:, -1].contiguous(memory_format=memory_format),
+        target_landmark_image=landmark_images[:, -1].contiguous(memory_format=memory_format),
+        target_landmarks=torch.as_tensor(random_faces(batch, size), dtype=torch.float32, device=device),
+        video_index=torch.arange(batch, device=device) % NUM_VIDEOS,
+    )
     autocast = perf.autocast_context(opts.get("amp", "none"), device)
 
     def step() -> None:
-        # E, G, P: L_CNT + L_ADV + L_MCH (as training/meta.py)
-        discriminator.requires_grad_(False)
-        with autocast:
-            person_embedding, frame_embeddings = embed_person(embedder, shot_images, shot_landmarks)
-            fake = generator(target_landmark_image, person_embedding=person_embedding)
-            fake_realism, fake_features = discriminator(fake, target_landmark_image, video_index)
-            with torch.no_grad():
-                _, real_features = discriminator(target_image, target_landmark_image, video_index)
-            loss_content, _ = content_loss(
-                fake, target_image, fake_landmarks=target_landmarks, real_landmarks=target_landmarks
-            )
-        loss_adversarial, _ = adversarial_loss(
-            fake_realism.float(),
-            [f.float() for f in real_features],
-            [f.float() for f in fake_features],
-            loss_cfg.feature_matching_weight,
-            loss_cfg.adversarial_weight,
+        # training/meta.py's losses. E, G, P: L_CNT + L_ADV + L_MCH (the FT model)
+        generator_step = generator_losses(
+            embedder, generator, discriminator, content_loss, loss_cfg, episode, autocast, finetunable=True
         )
-        loss_match = matching_loss(
-            frame_embeddings.float(), discriminator.video_embeddings(video_index).float()
-        )
-        loss = loss_content.float() + loss_adversarial + loss_cfg.match_weight * loss_match
         optimizer_generator.zero_grad(set_to_none=True)
-        loss.backward()
+        generator_step.total.backward()
         optimizer_generator.step()
         # D: L_DSC on [real; fake] in one pass, + L_MCH's pull on W_i
-        discriminator.requires_grad_(True)
-        with autocast:
-            realism, _ = discriminator(
-                torch.cat([target_image, fake.detach()]),
-                torch.cat([target_landmark_image, target_landmark_image]),
-                torch.cat([video_index, video_index]),
-            )
-        real_realism, fake_realism_d = realism.float().chunk(2)
-        loss_d, _ = discriminator_loss(real_realism, fake_realism_d)
-        loss_d = loss_d + loss_cfg.match_weight * matching_loss(
-            frame_embeddings.detach().float(), discriminator.video_embeddings(video_index).float()
+        loss_d = discriminator_losses(discriminator, episode, generator_step.fake_image, autocast).total
+        loss_d = loss_d + loss_cfg.match_weight * video_embedding_match_loss(
+            discriminator, generator_step.frame_embeddings, episode.video_index
         )
         optimizer_discriminator.zero_grad(set_to_none=True)
         loss_d.backward()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -25,6 +26,102 @@ def test_preset_values_and_unknown_preset():
     assert preset("cpu-128").model.image_size == 128 and preset("tiny").model.image_size == 32
     with pytest.raises(KeyError, match="unknown preset 'nope'"):
         preset("nope")
+
+
+# Every field each preset sets away from the dataclass defaults, written out: a preset derived from another
+# (or a changed default) cannot drift unseen.
+DEMO_MODEL = {
+    "model.image_size": 64,
+    "model.base_channels": 16,
+    "model.max_channels": 128,
+    "model.embedding_dim": 128,
+    "model.generator_bottleneck_resolution": 8,
+    "model.num_bottleneck_blocks": 2,
+    "model.attention_down_resolution": 16,
+    "model.attention_up_resolution": 32,
+}
+PRESET_VALUES: dict[str, dict[str, object]] = {
+    "paper-256": {},
+    "cpu-128": {
+        "model.image_size": 128,
+        "model.base_channels": 32,
+        "model.max_channels": 256,
+        "model.embedding_dim": 256,
+        "model.num_bottleneck_blocks": 3,
+        "train.amp": "auto",
+    },
+    "cpu-64": {
+        "model.image_size": 64,
+        "model.base_channels": 32,
+        "model.max_channels": 256,
+        "model.embedding_dim": 256,
+        "model.generator_bottleneck_resolution": 8,
+        "model.num_bottleneck_blocks": 2,
+        "train.amp": "auto",
+        "train.sample_every": 200,
+        "train.checkpoint_every": 200,
+    },
+    "demo": {
+        **DEMO_MODEL,
+        "loss.identity_network": "none",
+        "loss.match_weight": 1.0,
+        "train.shots": 4,
+        "train.lr_generator": 2e-4,
+        "train.amp": "auto",
+        "train.num_workers": 0,
+        "train.log_every": 5,
+        "train.sample_every": 100,
+        "train.checkpoint_every": 100,
+        "train.time_limit_minutes": 5.0,
+        "finetune.steps": 50,
+        "finetune.lr_generator": 1e-3,
+    },
+    "real-64": {
+        **DEMO_MODEL,
+        "loss.identity_network": "none",
+        "loss.match_weight": 1.0,
+        "train.steps": 20_000,
+        "train.lr_generator": 2e-4,
+        "train.amp": "auto",
+        "train.num_workers": 0,
+        "train.log_every": 20,
+        "train.checkpoint_every": 500,
+        "finetune.steps": 50,
+        "finetune.lr_generator": 1e-3,
+    },
+    "tiny": {
+        "model.image_size": 32,
+        "model.base_channels": 8,
+        "model.max_channels": 32,
+        "model.embedding_dim": 32,
+        "model.generator_bottleneck_resolution": 8,
+        "model.num_bottleneck_blocks": 1,
+        "model.attention_down_resolution": 16,
+        "model.attention_up_resolution": 16,
+        "train.shots": 2,
+        "train.num_workers": 0,
+        "train.log_every": 1,
+        "finetune.shots": 2,
+        "finetune.steps": 2,
+    },
+}
+
+
+def non_default_values(cfg: ExperimentConfig) -> dict[str, object]:
+    values = {}
+    for section in ("model", "loss", "train", "finetune"):
+        settings = getattr(cfg, section)
+        defaults = type(settings)()
+        for f in dataclasses.fields(settings):
+            if getattr(settings, f.name) != getattr(defaults, f.name):
+                values[f"{section}.{f.name}"] = getattr(settings, f.name)
+    return values
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_values_are_pinned(name):
+    assert name in PRESET_VALUES, f"pin preset {name!r}'s values in PRESET_VALUES"
+    assert non_default_values(preset(name)) == PRESET_VALUES[name]
 
 
 def test_overrides_parse_each_type():

@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import open_attention, random_images, tiny_model_config
 from metahead import export
-from metahead.config import preset
 from metahead.models import Generator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def avatar_generator() -> tuple[Generator, torch.Tensor]:
     """A G of cpu-64's structure (64²: every fast path runs) with few channels, attention open, and a ψ."""
     torch.manual_seed(0)
-    cfg = dataclasses.replace(preset("cpu-64").model, base_channels=4, max_channels=8, embedding_dim=8)
+    cfg = tiny_model_config("cpu-64")
     generator = Generator(cfg).eval()
-    for name, p in generator.named_parameters():
-        if name.endswith("gamma"):
-            torch.nn.init.constant_(p, 0.5)
+    open_attention(generator)
     psi = generator.project(torch.randn(1, cfg.embedding_dim)).detach()
     return generator, psi
-
-
-def landmark_images(batch: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, 3, 64, 64, generator=g) * 2 - 1
 
 
 def test_torch_export_matches_eager_for_any_batch_and_round_trips(avatar_generator, tmp_path: Path) -> None:
@@ -45,7 +31,7 @@ def test_torch_export_matches_eager_for_any_batch_and_round_trips(avatar_generat
     path = export.save_program(program, tmp_path / "avatar.pt2")
     loaded = torch.export.load(path).module()
     for batch in (1, 3):
-        y = landmark_images(batch, batch)
+        y = random_images(batch, 64, batch)
         with torch.no_grad():
             expected = generator(y, adain_params=psi)
             got = program.module()(y.contiguous(memory_format=torch.channels_last))
@@ -68,7 +54,7 @@ def test_onnx_export_matches_eager(avatar_generator, tmp_path: Path) -> None:
     path = export.export_onnx(generator, psi, tmp_path / "avatar.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 2):
-        y = landmark_images(batch, 10 + batch)
+        y = random_images(batch, 64, 10 + batch)
         with torch.no_grad():
             expected = generator(y, adain_params=psi).numpy()
         (got,) = session.run(None, {"landmark_images": y.numpy()})

@@ -8,40 +8,24 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import random_images, tiny_model_config
 from metahead.config import PRESETS, ModelConfig, preset
 from metahead.models import Discriminator, Embedder, Generator, embed_person
 from metahead.models.blocks import AdaIN, is_spectrally_normalised
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than two on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_variant(name: str) -> ModelConfig:
-    """The preset's resolutions and block structure with very few channels (fast on CPU)."""
-    return dataclasses.replace(preset(name).model, base_channels=4, max_channels=8, embedding_dim=8)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny() -> ModelConfig:
     return preset("tiny").model
 
 
-def images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, 3, size, size, generator=g) * 2 - 1
-
-
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_output_shapes_for_every_preset(name: str) -> None:
     torch.manual_seed(0)
-    cfg = tiny_variant(name) if name != "tiny" else tiny()
+    cfg = tiny_model_config(name) if name != "tiny" else tiny()
     size, n = cfg.image_size, cfg.embedding_dim
-    x, y = images(2, size, 1), images(2, size, 2)
+    x, y = random_images(2, size, 1), random_images(2, size, 2)
     embedder, generator, discriminator = Embedder(cfg), Generator(cfg), Discriminator(cfg, num_videos=5)
     with torch.no_grad():
         person_embedding, frame_embeddings = embed_person(embedder, x[None].expand(1, 2, -1, -1, -1), y[None])
@@ -92,7 +76,7 @@ def test_every_adain_layer_reads_its_own_slice() -> None:
 
     for name, layer in generator.adain_layers():
         layer.register_forward_hook(record(name))
-    generator(images(2, 32), adain_params=psi)
+    generator(random_images(2, 32), adain_params=psi)
     assert set(seen) == {name for name, _ in generator.adain_layers()}
     # Changing one layer's slice changes the output; the slices are independent parameters.
     name, start, stop = generator.adain_layout()[0]
@@ -100,7 +84,8 @@ def test_every_adain_layer_reads_its_own_slice() -> None:
     bumped[:, start:stop] += 1.0
     with torch.no_grad():
         assert not torch.allclose(
-            generator(images(2, 32), adain_params=psi), generator(images(2, 32), adain_params=bumped)
+            generator(random_images(2, 32), adain_params=psi),
+            generator(random_images(2, 32), adain_params=bumped),
         )
 
 
@@ -108,7 +93,7 @@ def test_generator_from_adain_params_equals_generator_from_embedding() -> None:
     torch.manual_seed(0)
     generator = Generator(tiny()).eval()
     person_embedding = torch.randn(3, tiny().embedding_dim)
-    landmarks = images(3, 32)
+    landmarks = random_images(3, 32)
     with torch.no_grad():
         from_embedding = generator(landmarks, person_embedding=person_embedding)
         psi = generator.project(person_embedding)
@@ -136,7 +121,10 @@ def test_projection_starts_at_identity_adain() -> None:
 def test_embedder_is_invariant_to_frame_order() -> None:
     torch.manual_seed(0)
     embedder = Embedder(tiny()).eval()
-    frames, landmarks = images(8, 32, 1).view(2, 4, 3, 32, 32), images(8, 32, 2).view(2, 4, 3, 32, 32)
+    frames, landmarks = (
+        random_images(8, 32, 1).view(2, 4, 3, 32, 32),
+        random_images(8, 32, 2).view(2, 4, 3, 32, 32),
+    )
     permutation = torch.tensor([2, 0, 3, 1])
     with torch.no_grad():
         person, per_frame = embed_person(embedder, frames, landmarks)
@@ -169,7 +157,10 @@ def test_gradients_reach_embedder_projection_w_w0_and_b() -> None:
     torch.manual_seed(0)
     cfg = tiny()
     embedder, generator, discriminator = Embedder(cfg), Generator(cfg), Discriminator(cfg, num_videos=6)
-    frames, landmarks = images(4, 32, 1).view(2, 2, 3, 32, 32), images(4, 32, 2).view(2, 2, 3, 32, 32)
+    frames, landmarks = (
+        random_images(4, 32, 1).view(2, 2, 3, 32, 32),
+        random_images(4, 32, 2).view(2, 2, 3, 32, 32),
+    )
     video_index = torch.tensor([1, 4])
     person, _ = embed_person(embedder, frames, landmarks)
     fake = generator(landmarks[:, 0], person)
@@ -189,7 +180,7 @@ def test_gradients_reach_embedder_projection_w_w0_and_b() -> None:
 
 def test_sparse_video_embedding_gradient_touches_only_episode_rows() -> None:
     discriminator = Discriminator(tiny(), num_videos=1000, sparse_grad=True)
-    realism, _ = discriminator(images(2, 32, 1), images(2, 32, 2), torch.tensor([7, 900]))
+    realism, _ = discriminator(random_images(2, 32, 1), random_images(2, 32, 2), torch.tensor([7, 900]))
     realism.sum().backward()
     grad = discriminator.video_embeddings.weight.grad
     assert grad.is_sparse
@@ -199,7 +190,7 @@ def test_sparse_video_embedding_gradient_touches_only_episode_rows() -> None:
 def test_forward_with_embedding_matches_forward() -> None:
     torch.manual_seed(0)
     discriminator = Discriminator(tiny(), num_videos=4).eval()
-    x, y = images(2, 32, 1), images(2, 32, 2)
+    x, y = random_images(2, 32, 1), random_images(2, 32, 2)
     index = torch.tensor([3, 0])
     with torch.no_grad():
         realism, features = discriminator(x, y, index)
@@ -215,11 +206,11 @@ def test_forward_with_embedding_matches_forward() -> None:
 
 
 def test_discriminator_returns_one_feature_per_residual_block() -> None:
-    for cfg in (tiny(), tiny_variant("cpu-64")):
+    for cfg in (tiny(), tiny_model_config("cpu-64")):
         discriminator = Discriminator(cfg, 2)
         with torch.no_grad():
             _, features = discriminator(
-                images(1, cfg.image_size), images(1, cfg.image_size), torch.tensor([0])
+                random_images(1, cfg.image_size), random_images(1, cfg.image_size), torch.tensor([0])
             )
         # down blocks image_size → final resolution, plus the extra block at the final resolution
         expected = (cfg.image_size // cfg.discriminator_final_resolution).bit_length() - 1 + 1
@@ -232,7 +223,7 @@ def test_bf16_autocast_and_channels_last_run() -> None:
     generator, discriminator = Generator(cfg), Discriminator(cfg, 2)
     generator.to(memory_format=torch.channels_last)
     discriminator.to(memory_format=torch.channels_last)
-    y = images(2, 32).contiguous(memory_format=torch.channels_last)
+    y = random_images(2, 32).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fake = generator(y, torch.randn(2, cfg.embedding_dim))
         realism, _ = discriminator(fake, y, torch.tensor([0, 1]))

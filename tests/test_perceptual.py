@@ -7,16 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import random_images
 from metahead.models import perceptual
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than two on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +26,7 @@ def random_vggface() -> perceptual.VGGFeatures:
 
 
 def small_images(seed: int = 0) -> torch.Tensor:
-    return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return random_images(1, 32, seed)
 
 
 def test_layer_indices_are_the_relus_after_the_paper_convs(random_vgg19, random_vggface) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import pytest
@@ -10,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import open_attention, random_images, tiny_model_config
 from metahead import perf
-from metahead.config import preset
+from metahead.config import ModelConfig
 from metahead.models import Discriminator, Embedder, Generator, embed_person
 from metahead.models.blocks import (
     conv2d,
@@ -25,31 +25,14 @@ from metahead.models.blocks import (
 CL = torch.channels_last
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def small_64() -> dataclasses.dataclass:
+def small_64() -> ModelConfig:
     """cpu-64's structure (64² images: the stride-2 resampling convs run) with few channels; attention
     channels above FLASH_ATTENTION_MAX_CHANNELS would need a wide network, so both attention paths are
     covered by the two widths in test_attention_paths_match_sdpa."""
-    return dataclasses.replace(preset("cpu-64").model, base_channels=4, max_channels=16, embedding_dim=16)
-
-
-def images(batch: int, size: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, 3, size, size, generator=g) * 2 - 1
-
-
-def open_attention(net: nn.Module) -> None:
-    """γ starts at 0 (attention off); open it so that the attention path counts."""
-    for name, p in net.named_parameters():
-        if name.endswith("gamma"):
-            nn.init.constant_(p, 0.5)
+    return tiny_model_config("cpu-64", channels=16)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -204,8 +187,8 @@ def test_fast_ops_match_reference_ops_in_e_g_d_forward_and_backward() -> None:
         open_attention(net)
         perf.to_channels_last(net)
     embedder, generator, discriminator = nets
-    x = images(2, 64, 1).view(1, 2, 3, 64, 64)
-    y = images(2, 64, 2).view(1, 2, 3, 64, 64)
+    x = random_images(2, 64, 1).view(1, 2, 3, 64, 64)
+    y = random_images(2, 64, 2).view(1, 2, 3, 64, 64)
 
     def run() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         for net in nets:
@@ -236,7 +219,7 @@ def test_prepare_generator_for_inference_renders_the_same_and_leaves_g_alone() -
     generator = Generator(cfg).eval()
     open_attention(generator)
     psi = generator.project(torch.randn(1, cfg.embedding_dim)).detach()
-    y = images(3, 64, 3)
+    y = random_images(3, 64, 3)
     with torch.no_grad():
         expected = generator(y, adain_params=psi)
     render = perf.prepare_generator_for_inference(generator, psi)

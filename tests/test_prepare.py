@@ -274,6 +274,9 @@ def test_splits_by_identity_and_shards(tmp_path):
     assert sum(s == {"test"} for s in by_identity.values()) == 2
     assert assign_splits(items, test_fraction=0.2, seed=3) == split  # deterministic
     assert {it.split for it in assign_splits(items[:6], test_fraction=0.05)} == {"train", "test"}  # >= 1
+    assert {it.split for it in assign_splits(items, test_fraction=1.0)} == {"test"}  # evaluation-only set
+    with pytest.raises(ValueError, match="test fraction"):
+        assign_splits(items, test_fraction=1.5)
     # VoxCeleb meta files: vox1 (tab separated, Set column) and vox2 (comma, " dev"/" test").
     (tmp_path / "vox1_meta.csv").write_text(
         "VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet\nid00001\tA.J._Buckley\tm\tIreland\tdev\n"

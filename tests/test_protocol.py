@@ -91,6 +91,30 @@ def test_other_videos_plan_and_cross_identity_pairs(tiny, tmp_path):
     assert len(protocol.cross_identity_pairs(plans, 10)) == 4  # one per video at most
 
 
+def test_split_video_and_auto_plans(tiny, tmp_path):
+    cfg = config(tiny, tmp_path, eval_source="split-video", eval_frames=2, max_videos=None)
+    plans, _ = protocol.plan_evaluation(Dataset(tiny["data"]), cfg)
+    assert len(plans) == 5  # every video, the 2-frame one included
+    for plan in plans:
+        half = 1 if plan.identity == "short" else 3  # 2 and 6 frames
+        assert sorted(plan.shot_pool) == list(range(half))
+        assert all(path == plan.path and i >= half for path, i in plan.targets)
+    auto = config(tiny, tmp_path, eval_source="auto", eval_frames=4, max_videos=None)
+    plans, notes = protocol.plan_evaluation(Dataset(tiny["data"]), auto)
+    by_name = {p.name: p for p in plans}
+    assert by_name["short/take0"].shot_pool == (0,) and by_name["short/take0"].targets == (
+        ("short/take0", 1),
+    )
+    assert any("short/take0" in n and "held-out" in n for n in notes)
+    assert all(path != p.path for p in plans if p.identity != "short" for path, _ in p.targets)
+    capped = config(
+        tiny, tmp_path, eval_source="auto", eval_frames=4, max_videos=None, max_videos_per_identity=1
+    )
+    plans, notes = protocol.plan_evaluation(Dataset(tiny["data"]), capped)
+    assert sorted(p.identity for p in plans) == ["anna", "short", "still"]
+    assert any("1 of its 2 videos" in n for n in notes)
+
+
 def test_nearest_shot_baseline_picks_the_closest_landmarks():
     shots = torch.from_numpy(random_faces(3, SIZE, seed=1))
     targets = shots[[2, 0, 2, 1]] + 0.3

@@ -7,6 +7,27 @@ import sys
 
 from metahead.config import PRESETS
 
+# --- argument groups several commands share ----------------------------------------------------------------
+
+
+def _add_overrides(p: argparse.ArgumentParser, help: str, metavar: str = "SECTION.FIELD=VALUE") -> None:
+    """--set, repeatable, collected in args.overrides (config.apply_overrides)."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar=metavar, help=help)
+
+
+def _add_device_and_amp(
+    p: argparse.ArgumentParser,
+    amp_help: str,
+    amp_default: str = "none",
+    amp_choices: tuple[str, ...] = ("none", "bf16", "auto"),
+) -> None:
+    """--device (resolved by _device) and --amp."""
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--amp", choices=list(amp_choices), default=amp_default, help=amp_help)
+
+
+# --- commands -----------------------------------------------------------------------------------------------
+
 
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="generate a synthetic talking-head corpus in the dataset format")
@@ -50,14 +71,7 @@ def _add_train(sub) -> None:
         "--out", required=True, help="run folder: config.json, checkpoints/, model.pt, logs, samples/"
     )
     p.add_argument("--resume", action="store_true", help="continue from RUN's newest checkpoint (if any)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override a config value, e.g. --set train.steps=5000 (repeatable)",
-    )
+    _add_overrides(p, "override a config value, e.g. --set train.steps=5000 (repeatable)")
     p.set_defaults(func=_run_train)
 
 
@@ -255,22 +269,13 @@ def _add_avatar(sub) -> None:
     p.add_argument("--out", required=True, metavar="AVATAR", help="avatar file to write")
     p.add_argument("--feed-forward", action="store_true", help="FF avatar: no fine-tuning (ψ = P ê)")
     p.add_argument("--steps", type=int, help="fine-tuning steps (default: the model config's finetune.steps)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
+    _add_overrides(
+        p,
+        "override a fine-tuning setting, e.g. --set finetune.lr_generator=1e-4 (repeatable)",
         metavar="finetune.FIELD=VALUE",
-        help="override a fine-tuning setting, e.g. --set finetune.lr_generator=1e-4 (repeatable)",
     )
     p.add_argument("--margin", type=float, help="crop side / face size, as given to `metahead prepare` (2.2)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument(
-        "--amp",
-        choices=["none", "bf16", "auto"],
-        default="none",
-        help="bf16 autocast while fine-tuning (auto: where the hardware has bf16)",
-    )
+    _add_device_and_amp(p, "bf16 autocast while fine-tuning (auto: where the hardware has bf16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_avatar)
 
@@ -356,12 +361,10 @@ def _add_animate(sub) -> None:
     )
     p.add_argument("--max-frames", type=int, help="only the first N frames of the driver")
     p.add_argument("--batch-size", type=int, default=8, help="frames rendered per batch (8)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument(
-        "--amp",
-        choices=["none", "bf16", "auto"],
-        default="auto",
-        help="bf16 autocast while rendering (auto, the default: only where the hardware has bf16)",
+    _add_device_and_amp(
+        p,
+        "bf16 autocast while rendering (auto, the default: only where the hardware has bf16)",
+        amp_default="auto",
     )
     p.set_defaults(func=_run_animate)
 
@@ -417,11 +420,16 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--eval-frames", type=int, default=32, help="held-out frames per video (32)")
     p.add_argument(
         "--eval-source",
-        choices=["same-video", "other-videos"],
+        choices=["same-video", "split-video", "other-videos", "auto"],
         default="same-video",
-        help="held-out frames from the shots' video (paper) or the person's other videos (takes)",
+        help="held-out frames: random frames of the shots' video (paper), its second half (shots from the "
+        "first), the person's other videos (takes), or auto (other videos where the person has some, else "
+        "split)",
     )
     p.add_argument("--max-videos", type=int, default=50, help="test videos evaluated (50; 0 = all)")
+    p.add_argument(
+        "--max-videos-per-person", type=int, default=0, help="at most this many videos per person (0 = all)"
+    )
     p.add_argument(
         "--methods",
         nargs="+",
@@ -453,8 +461,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--workers", default="1", help="parallel processes: a number or 'auto' (one per core)")
     p.add_argument("--grid-videos", type=int, default=4, help="videos shown in each T's image grid (4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast while fine-tuning")
+    _add_device_and_amp(p, "bf16 autocast while fine-tuning", amp_choices=("none", "bf16"))
     p.set_defaults(func=_run_evaluate)
 
 
@@ -469,7 +476,8 @@ def _run_evaluate(args) -> int:
         raise ValueError(f"--workers takes a positive number or 'auto', got {args.workers!r}")
     cfg = ProtocolConfig(
         model=args.model, data=args.data, out=args.out, shots=tuple(args.shots), eval_frames=args.eval_frames,
-        max_videos=args.max_videos or None, split=args.split, eval_source=args.eval_source,
+        max_videos=args.max_videos or None, max_videos_per_identity=args.max_videos_per_person or None,
+        split=args.split, eval_source=args.eval_source,
         methods=tuple(args.methods or METHODS), metrics=tuple(args.metrics) if args.metrics else None,
         finetune_steps=args.steps, cross_identity_pairs=args.cross_identity,
         cross_identity_shots=args.cross_shots, seed=args.seed, device=_device(args.device), amp=args.amp,
@@ -506,14 +514,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--train-minutes", type=float, help="meta-training time (full: 5, quick: 1.5)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: the cores idle now)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="model config preset (demo)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override a model config value, e.g. --set model.base_channels=32 (repeatable)",
-    )
+    _add_overrides(p, "override a model config value, e.g. --set model.base_channels=32 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_demo)
 
@@ -552,6 +553,49 @@ def _run_export(args) -> int:
     return 0
 
 
+def _add_app(sub) -> None:
+    p = sub.add_parser(
+        "app",
+        help="a local web page to make avatars from photos or a video and drive them (Gradio, offline)",
+        description="Serve a web app on this machine: upload photos or a short video of a person to make "
+        "an avatar (FT or FF), drive it with a synthetic or uploaded video (side by side, retargeting on or "
+        "off), see CSIM to the photos, download the avatar and the video. Without --model it uses the model "
+        "`make demo` trains (demo-output/work/run/model.pt). Needs the `app` extra (pip install -e "
+        "'.[app]'). See docs/app.md.",
+    )
+    p.add_argument("--model", metavar="MODEL", help="model file (default: the one `make demo` trains)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (7860)")
+    p.add_argument("--work-dir", metavar="DIR", help="keep avatars and videos here (default: a temp folder)")
+    p.add_argument("--max-photos", type=int, default=32, help="photos accepted per avatar (32)")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="size limit of one uploaded file (50)")
+    p.add_argument("--max-video-seconds", type=float, default=20.0, help="length limit of videos (20)")
+    p.add_argument("--max-steps", type=int, default=300, help="most fine-tuning steps the page allows (300)")
+    p.add_argument("--concurrency", type=int, default=2, help="long requests served at once (2)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: the cores idle now)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+    p.set_defaults(func=_run_app)
+
+
+def _run_app(args) -> int:
+    from pathlib import Path
+
+    from metahead.app import AppConfig, launch
+
+    cfg = AppConfig(
+        model=Path(args.model) if args.model else None, host=args.host, port=args.port,
+        work_dir=Path(args.work_dir) if args.work_dir else None, device=args.device, threads=args.threads,
+        concurrency=args.concurrency, max_photos=args.max_photos, max_upload_mb=args.max_upload_mb,
+        max_video_seconds=args.max_video_seconds, max_finetune_steps=args.max_steps,
+    )  # fmt: skip
+    try:
+        import gradio  # noqa: F401
+    except ImportError as err:
+        raise ValueError(f"the app needs gradio: pip install -e '.[app]' ({err})") from err
+    launch(cfg)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metahead", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -564,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_demo(sub)
     _add_export(sub)
+    _add_app(sub)
     return parser
 
 

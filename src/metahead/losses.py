@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metahead.config import LossConfig
+from metahead.models.face_identity import chip_features
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,9 @@ class IdentityFeatureLoss(nn.Module):
         fake_landmarks: torch.Tensor,
         real_landmarks: torch.Tensor,
     ) -> torch.Tensor:
-        to_255 = 127.5
-        fake_chips = self.align((fake + 1) * to_255, fake_landmarks, size=self.chip_size)
-        with torch.no_grad():
-            real_chips = self.align((real + 1) * to_255, real_landmarks, size=self.chip_size)
-            real_blocks, real_descriptor = self.network.features(real_chips)
-        fake_blocks, fake_descriptor = self.network.features(fake_chips)
+        (fake_blocks, fake_descriptor), (real_blocks, real_descriptor) = chip_features(
+            self.network, fake, real, fake_landmarks, real_landmarks, self.align, self.chip_size
+        )
         return l1_feature_loss(real_blocks, fake_blocks) + F.l1_loss(fake_descriptor, real_descriptor)
 
 

@@ -177,6 +177,10 @@ def _rejected(item: SourceItem, reason: str, detail: str, **extra: Any) -> ItemR
     )
 
 
+def _accepted(item: SourceItem, **extra: Any) -> ItemResult:
+    return ItemResult(item.path, item.source, item.identity, item.video, item.split, "ok", **extra)
+
+
 def default_detector_factory(cfg: PrepareConfig) -> Callable[[], LandmarkDetector]:
     return functools.partial(make_detector, cfg.detector, **cfg.detector_options)
 
@@ -327,17 +331,8 @@ def _process_video(item: SourceItem, cfg: PrepareConfig, out: Path, detector: La
 
     count = write_video(out, item.path, crops(), crop_marks, cfg.codec, cfg.quality)
     consecutive = np.diff(kept) == 1
-    return ItemResult(
-        item.path,
-        item.source,
-        item.identity,
-        item.video,
-        item.split,
-        "ok",
-        frames_kept=count,
-        crop_mode=mode,
-        jitter=jitter_stats(crop_marks, consecutive),
-        **stats,
+    return _accepted(
+        item, frames_kept=count, crop_mode=mode, jitter=jitter_stats(crop_marks, consecutive), **stats
     )
 
 
@@ -412,17 +407,7 @@ def _process_photos(
     if verdict is not None:
         return verdict
     count = write_video(out, item.path, crops, np.stack(crop_marks), cfg.codec, cfg.quality)
-    return ItemResult(
-        item.path,
-        item.source,
-        item.identity,
-        item.video,
-        item.split,
-        "ok",
-        frames_kept=count,
-        crop_mode="frame",
-        **stats,
-    )
+    return _accepted(item, frames_kept=count, crop_mode="frame", **stats)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -205,9 +205,10 @@ def assign_splits(
 ) -> list[SourceItem]:
     """Give every item its identity's split: from `split_of` (official splits; identities not listed
     are train) or, without it, `test_fraction` of the identities (at least one when > 0 and there are
-    two or more) chosen by a seeded hash, so every shard of a run and every rerun agrees."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test fraction must be in [0, 1), got {test_fraction}")
+    two or more) chosen by a seeded hash, so every shard of a run and every rerun agrees. A fraction of 1
+    makes an evaluation-only dataset (every identity in test)."""
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test fraction must be in [0, 1], got {test_fraction}")
     if split_of is not None:
         return [replace(it, split=split_of.get(it.identity, "train")) for it in items]
     identities = sorted({it.identity for it in items})

@@ -4,9 +4,12 @@ Self-reenactment: for each test video (a person unseen in meta-training), hold o
 (32 in the paper), make an avatar from T other frames of the same video (T = 1, 8, 32; the shots for a
 smaller T are a subset of those for a larger one) and render the held-out frames from their landmarks;
 compare with the real frames. Methods: "ft" (fine-tuned avatar), "ff" (feed-forward avatar), and the
-baselines "nearest_shot" and "from_scratch" (evaluation.baselines). With eval_source="other-videos" the
-held-out frames come from the person's other videos instead (e.g. separate takes of one speaker: the
-avatar is made from one take and judged on the others).
+baselines "nearest_shot" and "from_scratch" (evaluation.baselines). Where the held-out frames come from
+(eval_source): "same-video", random frames of the shots' video (the paper); "split-video", the shots from
+the first half of the video and the held-out frames from the second (real clips: neighbouring frames are
+near copies, so random hold-out lets a shot stand in for its neighbour); "other-videos", the person's
+other videos (separate takes of one speaker: the avatar is made from one take and judged on the others);
+"auto", other-videos for people with several videos and split-video for the rest.
 
 Cross-identity reenactment (no ground truth): an avatar of person A driven by person B's frames, with
 and without retargeting B's landmarks onto A's face shape; CSIM of the results to A's own photos (the T
@@ -48,7 +51,7 @@ METHODS: dict[str, str] = {
     "from_scratch": "from scratch",
 }
 MODEL_METHODS = ("ft", "ff")
-EVAL_SOURCES = ("same-video", "other-videos")
+EVAL_SOURCES = ("same-video", "split-video", "other-videos", "auto")
 RESULTS_FILE = "results.jsonl"
 PLAN_FILE = "plan.json"
 SAMPLE_FRAMES = 2  # generated frames kept per job (for the report's image grids)
@@ -62,8 +65,11 @@ class ProtocolConfig:
     shots: tuple[int, ...] = (1, 8, 32)  # T (paper: 1, 8, 32)
     eval_frames: int = 32  # held-out frames per video (paper: 32)
     max_videos: int | None = 50  # test videos (paper: 50); None = all
+    # At most this many videos (avatars) per person, drawn with the seed; None = all. Keeps a person with
+    # many takes from outweighing everyone else (and the run short).
+    max_videos_per_identity: int | None = None
     split: str = "test"
-    eval_source: str = "same-video"  # or "other-videos"
+    eval_source: str = "same-video"  # one of EVAL_SOURCES
     methods: tuple[str, ...] = tuple(METHODS)
     metrics: tuple[str, ...] | None = None  # None: all available (FID only with the Inception weights)
     finetune_steps: int | None = None  # None: the model config's finetune.steps
@@ -103,6 +109,7 @@ class ProtocolConfig:
             "eval_frames": self.eval_frames,
             "eval_source": self.eval_source,
             "max_videos": self.max_videos,
+            "max_videos_per_identity": self.max_videos_per_identity,
             "metrics": list(self.metrics or []),
             "finetune_steps": self.finetune_steps,
             "seed": self.seed,
@@ -147,7 +154,34 @@ def plan_evaluation(dataset: Dataset, cfg: ProtocolConfig) -> tuple[list[VideoPl
     for record in records:
         rng = _rng(cfg.seed, record.identity, record.video)
         order = [int(i) for i in rng.permutation(record.num_frames)]
-        if cfg.eval_source == "same-video":
+        source = cfg.eval_source
+        others = [r for r in records if r.identity == record.identity and r.video != record.video]
+        if source == "auto":
+            source = "other-videos" if others else "split-video"
+        if source == "other-videos":
+            frames = [(r.path, f) for r in others for f in range(r.num_frames)]
+            if not frames:
+                notes.append(f"{record.identity}/{record.video}: the person has no other video; skipped")
+                continue
+            picked = rng.choice(len(frames), size=min(cfg.eval_frames, len(frames)), replace=False)
+            targets = tuple(frames[i] for i in sorted(picked))
+            pool = tuple(order)
+        elif source == "split-video":
+            first_part = record.num_frames // 2
+            if first_part < 1:
+                notes.append(
+                    f"{record.identity}/{record.video}: {record.num_frames} frame(s), too few to split"
+                )
+                continue
+            pool = tuple(i for i in order if i < first_part)
+            rest = [i for i in order if i >= first_part]
+            targets = tuple((record.path, i) for i in sorted(rest[: cfg.eval_frames]))
+            if len(targets) < cfg.eval_frames:
+                notes.append(
+                    f"{record.identity}/{record.video}: {len(targets)} held-out frames in the second half "
+                    f"(fewer than {cfg.eval_frames})"
+                )
+        else:
             if record.num_frames <= cfg.eval_frames:
                 notes.append(
                     f"{record.identity}/{record.video}: {record.num_frames} frames, not more than the "
@@ -156,16 +190,21 @@ def plan_evaluation(dataset: Dataset, cfg: ProtocolConfig) -> tuple[list[VideoPl
                 continue
             targets = tuple((record.path, i) for i in sorted(order[: cfg.eval_frames]))
             pool = tuple(order[cfg.eval_frames :])
-        else:
-            others = [r for r in records if r.identity == record.identity and r.video != record.video]
-            frames = [(r.path, f) for r in others for f in range(r.num_frames)]
-            if not frames:
-                notes.append(f"{record.identity}/{record.video}: the person has no other video; skipped")
-                continue
-            picked = rng.choice(len(frames), size=min(cfg.eval_frames, len(frames)), replace=False)
-            targets = tuple(frames[i] for i in sorted(picked))
-            pool = tuple(order)
         plans.append(VideoPlan(record.identity, record.video, record.path, pool, targets))
+    if cfg.max_videos_per_identity is not None:
+        kept: list[VideoPlan] = []
+        for identity in sorted({p.identity for p in plans}):
+            own = [p for p in plans if p.identity == identity]
+            if len(own) > cfg.max_videos_per_identity:
+                chosen = sorted(
+                    _rng(cfg.seed, "per-identity", identity).choice(
+                        len(own), cfg.max_videos_per_identity, False
+                    )
+                )
+                notes.append(f"{identity}: {len(chosen)} of its {len(own)} videos evaluated (max per person)")
+                own = [own[i] for i in chosen]
+            kept += own
+        plans = kept
     if cfg.max_videos is not None and len(plans) > cfg.max_videos:
         chosen = sorted(_rng(cfg.seed, "videos").choice(len(plans), size=cfg.max_videos, replace=False))
         plans = [plans[i] for i in chosen]

@@ -28,6 +28,14 @@ CELL = 128  # pixels per image in the grids
 SHOTS_SHOWN = 3
 
 
+EVAL_SOURCE_TEXT = {
+    "same-video": "the same video",
+    "split-video": "the second half of the video (shots from the first)",
+    "other-videos": "the same person’s other videos",
+    "auto": "the person’s other videos where there are some, else the video's second half",
+}
+
+
 def _stats(values: Sequence[float]) -> dict[str, Any]:
     summary = summarize(values)
     return summary.as_dict()
@@ -351,7 +359,7 @@ def write_report_files(cfg, plans: Sequence[Any], report: dict[str, Any]) -> dic
     videos = len(report["videos"])
     intro = (
         f"Model `{cfg.model}`, data `{cfg.data}` (split `{cfg.split}`, {videos} videos, held-out frames from "
-        f"the {'same video' if cfg.eval_source == 'same-video' else 'same person’s other videos'}, "
+        f"{EVAL_SOURCE_TEXT.get(cfg.eval_source, cfg.eval_source)}, "
         f"{cfg.eval_frames} per video). Per-frame metrics: mean over videos ± standard deviation across "
         "videos; FID and identity FD: one Fréchet distance over all frames. The identity FD uses dlib's face "
         "descriptors and is not comparable with FID."

@@ -23,9 +23,9 @@ dlib's format (dlib/serialize.h, dlib/dnn/core.h, layers.h, input.h, loss.h), as
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metahead.landmarks.detect import face_recognition_model_path
 from metahead.models.face_align import align_face_chips
 
 DLIB_FACE_RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
@@ -57,18 +58,8 @@ class DlibModelError(ValueError):
 
 
 def default_dlib_model_path(name: str = DLIB_FACE_RECOGNITION_MODEL) -> Path:
-    """Path of a model file shipped by the face-recognition-models package (not imported: its
-    __init__ needs pkg_resources)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"cannot find {name}: the face-recognition-models package is not installed "
-            "(pip install face-recognition-models)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file in the face-recognition-models package")
-    return path
+    """A model file of the face-recognition-models package (default: dlib's face network)."""
+    return face_recognition_model_path(name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -544,6 +535,29 @@ def to_dlib_pixels(images: torch.Tensor, value_range: tuple[float, float] = (-1.
     return (images - low) * (255.0 / (high - low))
 
 
+def chip_features(
+    network: nn.Module,
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    fake_landmarks: torch.Tensor,
+    real_landmarks: torch.Tensor,
+    align: Callable[..., torch.Tensor] = align_face_chips,
+    chip_size: int = 150,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+) -> tuple[tuple[list[torch.Tensor], torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]:
+    """((fake blocks, fake descriptor), (real blocks, real descriptor)) of a face network on aligned chips.
+
+    `network.features(chips 0..255) -> (block activations, descriptor)` (FaceIdentityNet or a stand-in);
+    `align(images 0..255, landmarks (B, 68, 2), size=chip_size) -> chips`. Images are in value_range.
+    Gradients flow to `fake` only: the real side is a constant target.
+    """
+    fake_chips = align(to_dlib_pixels(fake, value_range), fake_landmarks, size=chip_size)
+    with torch.no_grad():
+        real_chips = align(to_dlib_pixels(real, value_range), real_landmarks, size=chip_size)
+        real_side = network.features(real_chips)
+    return network.features(fake_chips), real_side
+
+
 def identity_feature_loss(
     net: FaceIdentityNet,
     fake: torch.Tensor,
@@ -561,11 +575,9 @@ def identity_feature_loss(
     defaults to fake_landmarks). Gradients flow to `fake` only.
     """
     real_landmarks = fake_landmarks if real_landmarks is None else real_landmarks
-    fake_chips = align_face_chips(to_dlib_pixels(fake, value_range), fake_landmarks)
-    with torch.no_grad():
-        real_chips = align_face_chips(to_dlib_pixels(real, value_range), real_landmarks)
-        real_features, real_descriptors = net.features(real_chips)
-    fake_features, fake_descriptors = net.features(fake_chips)
+    (fake_features, fake_descriptors), (real_features, real_descriptors) = chip_features(
+        net, fake, real, fake_landmarks, real_landmarks, value_range=value_range
+    )
     feature_term = torch.stack(
         [
             F.l1_loss(fake_feature, real_feature)

@@ -26,13 +26,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import default_collate
 
-from metahead.config import ExperimentConfig
+from metahead.config import ExperimentConfig, LossConfig
 from metahead.data.episodes import EpisodeDataset
 from metahead.fileio import atomic_write_text
 from metahead.losses import ContentLoss, adversarial_loss, discriminator_loss, matching_loss
@@ -201,42 +202,21 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
             )
             last_step = step == tc.steps or out_of_time
             log_now = step % tc.log_every == 0 or last_step
-            batch = _to_device(next(episodes), device, memory_format)
-            # Frames 0..K-1 are embedded; frame K is the target (data/episodes.py).
-            images, landmark_images = batch["images"], batch["landmark_images"]
-            shot_images, shot_landmark_images = images[:, :-1], landmark_images[:, :-1]  # x(s_k), y(s_k)
-            target_image, target_landmark_image = images[:, -1], landmark_images[:, -1]  # x(t), y(t)
-            target_landmarks = batch["landmarks"][:, -1]
-            video_index = batch["video_index"]  # i: the row of W
+            episode = Episode.from_batch(_to_device(next(episodes), device, memory_format))
 
             # --- E, G and P step: L_CNT + L_ADV (+ L_MCH) ---------------------------------------------------
-            discriminator.requires_grad_(False)
-            with autocast:
-                person_embedding, frame_embeddings = embed_person(
-                    embedder_ddp, shot_images, shot_landmark_images
-                )
-                fake_image = generator_ddp(target_landmark_image, person_embedding=person_embedding)  # x̂
-                fake_realism, fake_features = discriminator(fake_image, target_landmark_image, video_index)
-                with torch.no_grad():
-                    _, real_features = discriminator(target_image, target_landmark_image, video_index)
-                loss_content, content_terms = content_loss(
-                    fake_image, target_image, fake_landmarks=target_landmarks, real_landmarks=target_landmarks
-                )
-            loss_adversarial, adversarial_terms = adversarial_loss(
-                fake_realism.float(),
-                [f.float() for f in real_features],
-                [f.float() for f in fake_features],
-                cfg.loss.feature_matching_weight,
-                cfg.loss.adversarial_weight,
+            g_step = generator_losses(
+                embedder_ddp,
+                generator_ddp,
+                discriminator,
+                content_loss,
+                cfg.loss,
+                episode,
+                autocast,
+                tc.finetunable,
             )
-            generator_losses = {"content": loss_content.float(), "adversarial": loss_adversarial}
-            loss_generator = loss_content.float() + loss_adversarial
-            if tc.finetunable:
-                video_embedding = discriminator.video_embeddings(video_index)  # W_i (frozen here)
-                loss_match = matching_loss(frame_embeddings.float(), video_embedding.float())
-                generator_losses["match"] = loss_match
-                loss_generator = loss_generator + cfg.loss.match_weight * loss_match
-            _check_finite(step, "E/G", loss_generator, generator_losses)
+            loss_generator = g_step.total
+            _check_finite(step, "E/G", loss_generator, g_step.losses)
             optimizer_generator.zero_grad(set_to_none=True)
             loss_generator.backward()
             if log_now:
@@ -247,24 +227,16 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
             optimizer_generator.step()
 
             # --- D step(s): L_DSC on the real target and the (now fixed) rendering -------------------------
-            discriminator.requires_grad_(True)
             for d_step in range(tc.discriminator_steps):
-                with autocast:
-                    # One forward over [real; fake]: D has no batch statistics, so this equals two passes.
-                    realism, _ = discriminator_ddp(
-                        torch.cat([target_image, fake_image.detach()]),
-                        torch.cat([target_landmark_image, target_landmark_image]),
-                        torch.cat([video_index, video_index]),
-                    )
-                real_realism, fake_realism_d = realism.float().chunk(2)
-                loss_dsc, discriminator_terms = discriminator_loss(real_realism, fake_realism_d)
+                d_step_losses = discriminator_losses(discriminator_ddp, episode, g_step.fake_image, autocast)
+                loss_dsc, discriminator_terms = d_step_losses.total, d_step_losses.terms
+                real_realism, fake_realism_d = d_step_losses.real_realism, d_step_losses.fake_realism
                 loss_discriminator = loss_dsc
                 if tc.finetunable and d_step == 0:
                     # L_MCH's pull on W_i (see the module docstring); once per episode, like E's.
-                    loss_match_w = matching_loss(
-                        frame_embeddings.detach().float(), discriminator.video_embeddings(video_index).float()
+                    loss_discriminator = loss_dsc + cfg.loss.match_weight * video_embedding_match_loss(
+                        discriminator, g_step.frame_embeddings, episode.video_index
                     )
-                    loss_discriminator = loss_dsc + cfg.loss.match_weight * loss_match_w
                 _check_finite(step, "D", loss_discriminator, {"discriminator": loss_dsc})
                 optimizer_discriminator.zero_grad(set_to_none=True)
                 video_embeddings.grad = None
@@ -282,12 +254,12 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
             if log_now:
                 values = {
                     "loss/generator_total": loss_generator,
-                    **{f"loss/{k}": v for k, v in generator_losses.items()},
+                    **{f"loss/{k}": v for k, v in g_step.losses.items()},
                     "loss/discriminator": loss_dsc,
                     "score/real": real_realism.mean(),
                     "score/fake": fake_realism_d.mean(),
-                    **{f"content/{k}": v for k, v in content_terms.items()},
-                    **{f"adversarial/{k}": v for k, v in adversarial_terms.items()},
+                    **{f"content/{k}": v for k, v in g_step.content_terms.items()},
+                    **{f"adversarial/{k}": v for k, v in g_step.adversarial_terms.items()},
                     **{f"discriminator/{k}": v for k, v in discriminator_terms.items()},
                 }
                 values = _mean_over_ranks(values, ctx)
@@ -317,6 +289,126 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
     finally:
         logger.close()
     return run_dir
+
+
+# --- One step's losses (benchmarks/bench_networks.py times these too) --------------------------------------
+
+
+@dataclass
+class Episode:
+    """A batch of episodes as the step uses it: frames 0..K-1 are embedded, frame K is the target."""
+
+    shot_images: torch.Tensor  # x(s_k): (B, K, 3, S, S)
+    shot_landmark_images: torch.Tensor  # y(s_k)
+    target_image: torch.Tensor  # x(t): (B, 3, S, S)
+    target_landmark_image: torch.Tensor  # y(t)
+    target_landmarks: torch.Tensor  # (B, 68, 2): the identity term's chips
+    video_index: torch.Tensor  # i: the row of W
+
+    @classmethod
+    def from_batch(cls, batch: dict[str, Any]) -> Episode:
+        """From data/episodes.py's collated batch (images, landmark_images, landmarks, video_index)."""
+        images, landmark_images = batch["images"], batch["landmark_images"]
+        return cls(
+            shot_images=images[:, :-1],
+            shot_landmark_images=landmark_images[:, :-1],
+            target_image=images[:, -1],
+            target_landmark_image=landmark_images[:, -1],
+            target_landmarks=batch["landmarks"][:, -1],
+            video_index=batch["video_index"],
+        )
+
+
+@dataclass
+class GeneratorLosses:
+    total: torch.Tensor  # what E, G and P step on
+    losses: dict[str, torch.Tensor]  # content, adversarial (, match): the total's parts
+    content_terms: dict[str, torch.Tensor]
+    adversarial_terms: dict[str, torch.Tensor]
+    fake_image: torch.Tensor  # x̂, for D's step
+    frame_embeddings: torch.Tensor  # ê(k), for L_MCH's pull on W
+
+
+def generator_losses(
+    embedder: torch.nn.Module,
+    generator: torch.nn.Module,
+    discriminator: Discriminator,
+    content_loss: ContentLoss,
+    loss_cfg: LossConfig,
+    episode: Episode,
+    autocast: contextlib.AbstractContextManager,
+    finetunable: bool,
+) -> GeneratorLosses:
+    """E, G and P's losses: L_CNT + L_ADV (+ L_MCH for the FT model). Freezes D's parameters first: here D
+    is the critic, not a player. `discriminator` is the bare network (W_i is read from it)."""
+    discriminator.requires_grad_(False)
+    target_landmark_image, video_index = episode.target_landmark_image, episode.video_index
+    with autocast:
+        person_embedding, frame_embeddings = embed_person(
+            embedder, episode.shot_images, episode.shot_landmark_images
+        )
+        fake_image = generator(target_landmark_image, person_embedding=person_embedding)  # x̂
+        fake_realism, fake_features = discriminator(fake_image, target_landmark_image, video_index)
+        with torch.no_grad():
+            _, real_features = discriminator(episode.target_image, target_landmark_image, video_index)
+        loss_content, content_terms = content_loss(
+            fake_image,
+            episode.target_image,
+            fake_landmarks=episode.target_landmarks,
+            real_landmarks=episode.target_landmarks,
+        )
+    loss_adversarial, adversarial_terms = adversarial_loss(
+        fake_realism.float(),
+        [f.float() for f in real_features],
+        [f.float() for f in fake_features],
+        loss_cfg.feature_matching_weight,
+        loss_cfg.adversarial_weight,
+    )
+    losses = {"content": loss_content.float(), "adversarial": loss_adversarial}
+    total = loss_content.float() + loss_adversarial
+    if finetunable:
+        video_embedding = discriminator.video_embeddings(video_index)  # W_i (frozen here)
+        loss_match = matching_loss(frame_embeddings.float(), video_embedding.float())
+        losses["match"] = loss_match
+        total = total + loss_cfg.match_weight * loss_match
+    return GeneratorLosses(total, losses, content_terms, adversarial_terms, fake_image, frame_embeddings)
+
+
+@dataclass
+class DiscriminatorLosses:
+    total: torch.Tensor  # L_DSC
+    terms: dict[str, torch.Tensor]
+    real_realism: torch.Tensor  # D(x(t)), (B,)
+    fake_realism: torch.Tensor  # D(x̂), (B,)
+
+
+def discriminator_losses(
+    discriminator: torch.nn.Module,
+    episode: Episode,
+    fake_image: torch.Tensor,
+    autocast: contextlib.AbstractContextManager,
+) -> DiscriminatorLosses:
+    """L_DSC on the real target and the (fixed) rendering x̂. Unfreezes D's parameters first."""
+    discriminator.requires_grad_(True)
+    with autocast:
+        # One forward over [real; fake]: D has no batch statistics, so this equals two passes.
+        realism, _ = discriminator(
+            torch.cat([episode.target_image, fake_image.detach()]),
+            torch.cat([episode.target_landmark_image, episode.target_landmark_image]),
+            torch.cat([episode.video_index, episode.video_index]),
+        )
+    real_realism, fake_realism = realism.float().chunk(2)
+    total, terms = discriminator_loss(real_realism, fake_realism)
+    return DiscriminatorLosses(total, terms, real_realism, fake_realism)
+
+
+def video_embedding_match_loss(
+    discriminator: Discriminator, frame_embeddings: torch.Tensor, video_index: torch.Tensor
+) -> torch.Tensor:
+    """L_MCH's pull on W_i: ê(k) held fixed (see the module docstring); weight it by loss.match_weight."""
+    return matching_loss(
+        frame_embeddings.detach().float(), discriminator.video_embeddings(video_index).float()
+    )
 
 
 # --- Helpers, in the order the loop uses them ------------------------------------------------------------

@@ -68,6 +68,26 @@ def _oriented_grid(points: np.ndarray, normals: np.ndarray) -> np.ndarray:
     return orient_outward(flat, tris, normals.reshape(-1, 3)[tris].sum(1))
 
 
+def _grid_mesh(
+    points: np.ndarray,
+    normals: np.ndarray,
+    attributes: np.ndarray,
+    material: Material,
+    cullable: bool,
+    outward: np.ndarray | None = None,
+) -> Mesh:
+    """A mesh of a (rows, cols) grid of vertices; triangles face `outward` (default: the vertex normals)."""
+    triangles = _oriented_grid(points, normals if outward is None else outward)
+    return _mesh(
+        points.reshape(-1, 3),
+        normals.reshape(-1, 3),
+        attributes.reshape(-1, 3),
+        triangles,
+        material,
+        cullable,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 # Head-space meshes (fixed per identity; the lower face follows the jaw)
 
@@ -135,10 +155,7 @@ def hair_meshes(identity: Identity, columns: int = 44) -> list[Mesh]:
     normals = np.where((normals * base_normal).sum(-1, keepdims=True) < 0, -normals, normals)
     normals = normalize(np.where(np.isfinite(normals), normals, base_normal))
     attrs = np.stack([uu, ss, np.zeros_like(ss)], -1)
-    tris = _oriented_grid(points, base_normal)
-    meshes = [
-        _mesh(points.reshape(-1, 3), normals.reshape(-1, 3), attrs.reshape(-1, 3), tris, Material.HAIR, True)
-    ]
+    meshes = [_grid_mesh(points, normals, attrs, Material.HAIR, True, outward=base_normal)]
     if hair.length > 0:
         meshes.append(_curtain(identity, points[-1], normals[-1], u))
     return meshes
@@ -166,10 +183,7 @@ def _curtain(identity: Identity, edge: np.ndarray, edge_normal: np.ndarray, u: n
         [np.broadcast_to(u, r.shape[:1] + u.shape), np.broadcast_to(1 + r, points.shape[:2])], -1
     )
     attrs = np.concatenate([attrs, np.zeros(points.shape[:2] + (1,))], -1)
-    tris = _oriented_grid(points, normals)
-    return _mesh(
-        points.reshape(-1, 3), normals.reshape(-1, 3), attrs.reshape(-1, 3), tris, Material.HAIR, False
-    )
+    return _grid_mesh(points, normals, attrs, Material.HAIR, False)
 
 
 def ear_meshes(identity: Identity) -> list[Mesh]:
@@ -284,14 +298,7 @@ def build_body(identity: Identity, torso_half_width: float) -> BodyModel:
     neck = np.stack([rx * np.cos(pp), yy, neck_z + rz * np.sin(pp)], -1)
     neck_normals = normalize(np.stack([np.cos(pp) / rx, np.zeros_like(pp), np.sin(pp) / rz], -1))
     neck_attrs = np.stack([yy, np.sin(pp), np.zeros_like(yy)], -1)
-    neck_mesh = _mesh(
-        neck.reshape(-1, 3),
-        neck_normals.reshape(-1, 3),
-        neck_attrs.reshape(-1, 3),
-        _oriented_grid(neck, neck_normals),
-        Material.NECK,
-        True,
-    )
+    neck_mesh = _grid_mesh(neck, neck_normals, neck_attrs, Material.NECK, True)
     # Torso: a superellipsoid, square-shouldered, flattened front to back.
     eta = np.linspace(-np.pi / 2, np.pi / 2, 15)
     omega = np.linspace(-np.pi, np.pi, 33)
@@ -311,14 +318,7 @@ def build_body(identity: Identity, torso_half_width: float) -> BodyModel:
     )
     torso_normals = normalize(np.where(np.isfinite(torso_normals), torso_normals, radial))
     attrs = torso - centre - np.array([0.0, radii[1], 0.0])  # x, y below the top, z
-    torso_mesh = _mesh(
-        torso.reshape(-1, 3),
-        torso_normals.reshape(-1, 3),
-        attrs.reshape(-1, 3),
-        _oriented_grid(torso, radial),
-        Material.CLOTH,
-        True,
-    )
+    torso_mesh = _grid_mesh(torso, torso_normals, attrs, Material.CLOTH, True, outward=radial)
     mesh = Mesh.concat([neck_mesh, torso_mesh])
     head_weight = np.concatenate([smoothstep((yy.ravel() + 1.4) / 0.7), np.zeros(len(torso_mesh.vertices))])
     return BodyModel(mesh, head_weight)
