@@ -80,6 +80,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         **DEMO_MODEL,
         "loss.identity_network": "none",
         "loss.match_weight": 1.0,
+        "loss.pixel_weight": 10.0,
         "train.steps": 20_000,
         "train.lr_generator": 2e-4,
         "train.amp": "auto",

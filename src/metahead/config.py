@@ -213,6 +213,11 @@ def _real_64() -> ExperimentConfig:
     """
     cfg = _demo()
     cfg.preset = "real-64"
+    # Without VGG weights the content loss is pixel L1 only (~0.3 per frame), and at weight 1 the hinge and
+    # feature-matching terms drove G: on real-train the samples collapsed to one grey image for everybody by
+    # step 3,500 (docs/training.md). pix2pix weighs L1 100x its GAN loss; 10x is enough to keep G on the
+    # frames here.
+    cfg.loss.pixel_weight = 10.0
     cfg.train.shots = 8
     cfg.train.steps = 20_000
     cfg.train.time_limit_minutes = 0.0
