@@ -19,7 +19,6 @@ choose the step count by measurement on the synthetic corpus (docs/avatars.md ha
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -128,11 +127,6 @@ def reconstruction_l1(
     return total / len(frames)
 
 
-def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast for "bf16", or for "auto" where the device computes bf16 natively (perf)."""
-    return perf.autocast_context(amp, device)  # raises ValueError for an unknown mode
-
-
 def _batches(count: int, batch_size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
     """`steps` index batches over `count` frames: each frame once per pass, every pass in a fresh order."""
     batch_size = min(batch_size, count)
@@ -196,7 +190,7 @@ def finetune(
         [*discriminator_params, person_vector], lr=fc.lr_discriminator, betas=betas
     )
     rng = torch.Generator().manual_seed(fc.seed)
-    autocast = _autocast(amp, device)
+    autocast = perf.autocast_context(amp, device)  # raises ValueError for an unknown mode
     history: list[dict[str, float]] = []
     bar = None
     if progress and fc.steps > 0:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
+from metahead import perf
 from metahead.config import ExperimentConfig, LossConfig
 from metahead.data.episodes import EpisodeDataset
 from metahead.fileio import atomic_write_text
@@ -180,8 +181,8 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
     episodes = iter(
         distributed.episode_loader(dataset, ctx, tc.batch_size, tc.num_workers, tc.seed, start_batch=step)
     )
-    amp = resolve_amp(tc.amp, device)
-    autocast = _autocast(amp, device)
+    amp = perf.resolve_amp(tc.amp, device)  # "auto": bf16 only where the hardware computes it natively
+    autocast = perf.autocast_context(amp, device)
     logger = RunLogger(run_dir, enabled=ctx.is_main, total_steps=tc.steps, start_step=step)
     logger.message(
         f"metahead train: {'FT' if tc.finetunable else 'FF'} model, {num_videos} training videos, "
@@ -454,25 +455,6 @@ def _sample_episodes(dataset: EpisodeDataset, seed: int) -> dict[str, Any]:
     indices = [round(i * (len(dataset) - 1) / max(1, count - 1)) for i in range(count)]
     seeded = distributed.SeededEpisodes(dataset)
     return default_collate([seeded[(index, seed + index)] for index in indices])
-
-
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """`auto` -> "bf16" where the device computes bf16 natively (CUDA with bf16, CPUs with AMX or
-    AVX512-BF16), else "none": on an AVX2-only CPU a bf16 cpu-64 step measured ~10x slower than fp32."""
-    if amp != "auto":
-        return amp
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "none"
-    if device.type == "cpu":
-        native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-        return "bf16" if native else "none"
-    return "none"
-
-
-def _autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if amp == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _to_device(
