@@ -25,13 +25,11 @@ from metahead.training.meta import train
 def content_curve(run: Path, window: int) -> list[float]:
     """Mean content loss per window of logged steps."""
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    losses = [(r["step"], r["loss/content"]) for r in records if "loss/content" in r]
-    last = max(step for step, _ in losses)
-    return [
-        float(np.mean([v for s, v in losses if start < s <= start + window]))
-        for start in range(0, last, window)
-        if any(start < s <= start + window for s, _ in losses)
-    ]
+    windows: dict[int, list[float]] = {}
+    for record in records:
+        if "loss/content" in record:
+            windows.setdefault((record["step"] - 1) // window, []).append(record["loss/content"])
+    return [float(np.mean(windows[k])) for k in sorted(windows)]
 
 
 def main() -> None:

@@ -427,3 +427,14 @@ def test_dlib_detector_on_small_frames_finds_the_same_landmarks():
     assert float(metrics.landmark_error(small_points, expected)) < 0.1
     no_face = detect(torch.zeros(1, 3, 64, 64))
     assert torch.isnan(no_face).all()
+
+
+def test_mean_csim_to_is_the_mean_pairwise_cosine():
+    from metahead.evaluation.csim import csim, mean_csim_to
+
+    gen = torch.Generator().manual_seed(0)
+    frames, references = torch.randn(5, 16, generator=gen), torch.randn(3, 16, generator=gen)
+    expected = torch.stack([csim(f.expand(3, -1), references).mean() for f in frames])
+    assert torch.allclose(mean_csim_to(frames, references).float(), expected, atol=1e-6)
+    same_direction = mean_csim_to(references[:1], references[:1] * 2.0)
+    assert torch.allclose(same_direction, torch.ones(1, dtype=torch.float64))

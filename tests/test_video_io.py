@@ -12,6 +12,7 @@ from PIL import Image
 from metahead.data.format import DataError
 from metahead.data.video_io import (
     VideoReadError,
+    enlarge_frames,
     iter_video_frames,
     list_images,
     probe_video,
@@ -166,3 +167,11 @@ def test_read_image_applies_exif_orientation(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match="broken.jpg"):
         read_image(tmp_path / "broken.jpg")
+
+
+def test_enlarge_frames_scales_every_frame_and_keeps_scale_one():
+    frames = np.stack(_frames(3, 8, 10))
+    big = enlarge_frames(frames, 3)
+    assert big.shape == (3, 24, 30, 3) and big.dtype == np.uint8
+    assert abs(float(big.mean()) - float(frames.mean())) < 8  # the same picture, only larger
+    assert enlarge_frames(frames, 1) is frames

@@ -539,25 +539,14 @@ def _label_bar(width: int, labels: Sequence[str], panel: int, height: int = 16) 
     return np.asarray(bar)
 
 
-def _enlarge(frames: np.ndarray, scale: int) -> np.ndarray:
-    """(F, H, W, 3) uint8 -> (F, scale·H, scale·W, 3), bicubic."""
-    from PIL import Image
-
-    if scale == 1:
-        return frames
-    height, width = frames.shape[1:3]
-    size = (width * scale, height * scale)
-    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BICUBIC)) for f in frames])
-
-
 def _write_videos(out: Path, stem: str, frames: np.ndarray, labels: Sequence[str], scale: int) -> dict:
     """frames (F, S, n·S, 3): n panels side by side -> OUT/videos/<stem>.mp4 (enlarged) and .gif."""
     from PIL import Image
 
-    from metahead.data.video_io import write_video_file
+    from metahead.data.video_io import enlarge_frames, write_video_file
 
     size = frames.shape[1]
-    big = _enlarge(frames, scale)
+    big = enlarge_frames(frames, scale)
     bar = _label_bar(big.shape[2], labels, size * scale)
     labelled = np.concatenate([np.broadcast_to(bar, (len(big), *bar.shape)), big], axis=1)
     mp4 = out / "videos" / f"{stem}.mp4"
@@ -684,11 +673,12 @@ def _shots_strip(avatar_path: Path, target: Path) -> Path | None:
     from PIL import Image
 
     from metahead.avatar import Avatar
+    from metahead.data.video_io import enlarge_frames
 
     frames = Avatar.load(avatar_path).source_frames
     if frames is None:
         return None
-    strip = _enlarge(np.concatenate(list(frames), axis=1)[None], 2)[0]
+    strip = enlarge_frames(np.concatenate(list(frames), axis=1)[None], 2)[0]
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         Image.fromarray(strip).save(tmp, format="PNG")

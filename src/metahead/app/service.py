@@ -43,6 +43,7 @@ from metahead.avatar import (
     faces_from_video,
 )
 from metahead.data.format import DataError
+from metahead.data.video_io import enlarge_frames
 
 # What a progress report looks like: (fraction done in [0, 1] or None, what is happening).
 ProgressFn = Callable[[float | None, str], None]
@@ -311,17 +312,6 @@ class AnimationResult:
     summary: str  # Markdown
 
 
-def enlarge(frames: np.ndarray, scale: int) -> np.ndarray:
-    """(F, H, W, 3) uint8 -> (F, scale·H, scale·W, 3), bicubic (small models' frames are tiny on a page)."""
-    from PIL import Image
-
-    if scale <= 1:
-        return frames
-    height, width = frames.shape[1:3]
-    size = (width * scale, height * scale)
-    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BICUBIC)) for f in frames])
-
-
 def mean_csim(
     net: Any,
     frames: np.ndarray,
@@ -333,16 +323,13 @@ def mean_csim(
     photos (T, S, S, 3) with theirs (evaluation.csim: dlib's face descriptors, cosine similarity)."""
     import torch
 
-    from metahead.evaluation.csim import csim, face_descriptors
+    from metahead.evaluation.csim import face_descriptors, mean_csim_to
 
     def descriptors(images: np.ndarray, points: np.ndarray) -> torch.Tensor:
         pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         return face_descriptors(net, pixels, torch.from_numpy(np.asarray(points, np.float32)))
 
-    result, reference = descriptors(frames, landmarks), descriptors(photos, photo_landmarks)
-    pairs_a = result.repeat_interleave(len(reference), dim=0)
-    pairs_b = reference.repeat(len(result), 1)
-    return float(csim(pairs_a, pairs_b).mean())
+    return float(mean_csim_to(descriptors(frames, landmarks), descriptors(photos, photo_landmarks)).mean())
 
 
 class _CountingDetector:
@@ -618,7 +605,7 @@ class AppService:
                     frames = np.stack([frame.image for frame in renderer.render(motion)])
                     write_video(partial, _driver_rel(name), frames, renderer.landmarks(motion), codec="jpeg")
                     _write_video(
-                        partial / "previews" / f"{_driver_rel(name)}.mp4", enlarge(frames, scale), 25.0
+                        partial / "previews" / f"{_driver_rel(name)}.mp4", enlarge_frames(frames, scale), 25.0
                     )
                 os.replace(partial, final)
             finally:
@@ -685,13 +672,13 @@ class AppService:
             for frame in animation:
                 results.append(np.ascontiguousarray(frame[:, 2 * size :]))
                 report(0.05 + 0.8 * len(results) / len(animation), f"rendering frame {len(results)}")
-                yield enlarge(frame[None], scale)[0]
+                yield enlarge_frames(frame[None], scale)[0]
 
         with self._job("animation") as (folder, final):
             audio = sequence.audio_source
             _write_video(folder / "side-by-side.mp4", side_by_side(), animation.fps, audio)
             report(0.87, "writing the video")
-            enlarged = (enlarge(frame[None], scale)[0] for frame in results)
+            enlarged = (enlarge_frames(frame[None], scale)[0] for frame in results)
             _write_video(folder / "animation.mp4", enlarged, animation.fps, audio)
         csim_value = None
         if self.cfg.csim_frames and avatar.source_frames is not None and avatar.source_landmarks is not None:

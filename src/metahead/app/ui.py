@@ -26,9 +26,9 @@ from metahead.app.service import (
     check_photos,
     check_video,
     display_name,
-    enlarge,
 )
 from metahead.data.format import DataError
+from metahead.data.video_io import enlarge_frames
 
 UPLOADED_DRIVER = "my video (upload it below)"
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Helvetica", "Arial", "sans-serif")
@@ -75,7 +75,7 @@ def crop_sheet(crops: np.ndarray | None, tile: int = 96, columns: int = 8) -> np
     """The T face crops (T, S, S, 3) as one image, `columns` to a row, each enlarged to about tile²."""
     if crops is None or not len(crops):
         return None
-    tiles = enlarge(crops, max(1, round(tile / crops.shape[1])))
+    tiles = enlarge_frames(crops, max(1, round(tile / crops.shape[1])))
     count, height, width = tiles.shape[:3]
     rows, gap = -(-count // columns), 4
     cols = min(count, columns)

@@ -266,6 +266,16 @@ class _AudioCopy:
         self.src.close()
 
 
+def enlarge_frames(frames: np.ndarray, scale: int) -> np.ndarray:
+    """(F, H, W, 3) uint8 -> (F, scale·H, scale·W, 3), bicubic (small models' frames are tiny in a video or
+    on a page); scale <= 1 returns the frames as they are."""
+    if scale <= 1:
+        return frames
+    height, width = frames.shape[1:3]
+    size = (width * scale, height * scale)
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BICUBIC)) for f in frames])
+
+
 def write_video_file(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray],

@@ -20,6 +20,13 @@ def csim(descriptors_a: torch.Tensor, descriptors_b: torch.Tensor) -> torch.Tens
     return F.cosine_similarity(descriptors_a.float(), descriptors_b.float(), dim=1)
 
 
+def mean_csim_to(descriptors: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """For each descriptor (F, D), its mean CSIM to every reference (R, D) -> (F,): e.g. result frames
+    against all of the avatar's photos."""
+    frames = F.normalize(descriptors.double(), dim=1)
+    return (frames @ F.normalize(references.double(), dim=1).T).mean(dim=1)
+
+
 @torch.no_grad()
 def face_descriptors(
     net: FaceIdentityNet,

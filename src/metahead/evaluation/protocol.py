@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import re
 import time
@@ -151,11 +152,14 @@ def plan_evaluation(dataset: Dataset, cfg: ProtocolConfig) -> tuple[list[VideoPl
         raise DataError(f"{dataset.root}: no videos in split {cfg.split!r}")
     notes: list[str] = []
     plans: list[VideoPlan] = []
+    videos_of: dict[str, list] = {}
+    for record in records:
+        videos_of.setdefault(record.identity, []).append(record)
     for record in records:
         rng = _rng(cfg.seed, record.identity, record.video)
         order = [int(i) for i in rng.permutation(record.num_frames)]
         source = cfg.eval_source
-        others = [r for r in records if r.identity == record.identity and r.video != record.video]
+        others = [r for r in videos_of[record.identity] if r.video != record.video]
         if source == "auto":
             source = "other-videos" if others else "split-video"
         if source == "other-videos":
@@ -193,8 +197,8 @@ def plan_evaluation(dataset: Dataset, cfg: ProtocolConfig) -> tuple[list[VideoPl
         plans.append(VideoPlan(record.identity, record.video, record.path, pool, targets))
     if cfg.max_videos_per_identity is not None:
         kept: list[VideoPlan] = []
-        for identity in sorted({p.identity for p in plans}):
-            own = [p for p in plans if p.identity == identity]
+        for identity, group in itertools.groupby(plans, key=lambda p: p.identity):  # plans are by identity
+            own = list(group)
             if len(own) > cfg.max_videos_per_identity:
                 chosen = sorted(
                     _rng(cfg.seed, "per-identity", identity).choice(
@@ -427,7 +431,7 @@ def _self_reenactment(state: WorkerState, job: SelfJob, key: str) -> dict[str, A
 
 
 def _cross_identity(state: WorkerState, job: CrossJob, key: str) -> dict[str, Any]:
-    from metahead.evaluation.csim import face_descriptors
+    from metahead.evaluation.csim import face_descriptors, mean_csim_to
     from metahead.evaluation.metrics import get_metric
 
     out = Path(state.cfg.out)
@@ -438,11 +442,10 @@ def _cross_identity(state: WorkerState, job: CrossJob, key: str) -> dict[str, An
     avatar = _make_avatar(state, job.method, shot_frames, shot_points)
     avatar_seconds = time.perf_counter() - started
     net = state.resources.get_identity_net()
-    source = torch.nn.functional.normalize(face_descriptors(net, shot_images, shot_landmarks).double(), dim=1)
+    source = face_descriptors(net, shot_images, shot_landmarks)
 
     def csim_to_source(images: torch.Tensor, landmarks: torch.Tensor) -> list[float]:
-        descriptors = torch.nn.functional.normalize(face_descriptors(net, images, landmarks).double(), dim=1)
-        return [float(v) for v in (descriptors @ source.T).mean(dim=1)]  # mean over the avatar's photos
+        return [float(v) for v in mean_csim_to(face_descriptors(net, images, landmarks), source)]
 
     landmark_error = get_metric("landmark_error")
     per_frame: dict[str, dict[str, list[float]]] = {
