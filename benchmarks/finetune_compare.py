@@ -1,18 +1,24 @@
 """FT vs FF vs from-scratch on held-out frames of unseen identities; prints JSON.
 
 For each test-split video of DATA: T frames make an avatar three ways, and the other frames of the video
-(held out) are rendered from their landmarks and compared with the real ones (L1 in [-1, 1], SSIM):
+(held out) are rendered from their landmarks and compared with the real ones (L1 in [-1, 1], SSIM; and the
+SSIM of the T shots themselves re-rendered, "shot_ssim": how closely the avatar reproduces its own frames):
 - ft: the meta-trained model, fine-tuned on the T frames for S steps (paper Sec. 3.3)
 - ff: the meta-trained model, feed-forward (ψ = P ê, no fine-tuning)
 - scratch: the same networks freshly initialised, fine-tuned the same S steps on the T frames
-With --steps-list, FT is measured after each of several step counts (to choose finetune.steps).
+With --steps-list, FT is measured after each of several step counts (to choose finetune.steps). With
+--curve N, one FT run per video of the largest step count records the L1 of the T shots and of the held-out
+frames every N steps ("curve": the mean over videos), so one run shows where held-out frames stop improving.
 
     python benchmarks/finetune_compare.py --model RUN/model.pt --data DATA --shots 4 --steps 40
+    python benchmarks/finetune_compare.py --model RUN/model.pt --data DATA --shots 8 --steps 400 --curve 20 \
+        --methods ft --set finetune.schedule=cosine
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -22,10 +28,12 @@ import torch
 
 from metahead.avatar import Avatar, evenly_spaced, resize_crops
 from metahead.config import apply_overrides
+from metahead.data.episodes import FewShotDataset
 from metahead.data.format import Dataset
 from metahead.evaluation.baselines import from_scratch_networks
 from metahead.evaluation.metrics import ssim
 from metahead.losses import ContentLoss
+from metahead.training import finetune as ft
 from metahead.training.checkpoint import load_model
 
 
@@ -46,6 +54,7 @@ def compare(
     methods: list[str],
     overrides: list[str] = (),
     seed: int = 0,
+    curve_every: int = 0,
 ) -> dict:
     model = load_model(model_path)
     cfg = apply_overrides(model[3], list(overrides))
@@ -55,6 +64,7 @@ def compare(
         raise SystemExit(f"{data}: no test-split videos")
     content_loss = ContentLoss(cfg.loss)
     results: dict[str, list[dict]] = {}
+    curves: list[list[dict]] = []
     for record in videos:
         reader = dataset.reader(record)
         order = evenly_spaced(len(reader), min(len(reader), shots + held_out))
@@ -68,6 +78,9 @@ def compare(
         if target_frames.shape[1] != size:
             target_frames, target_marks = resize_crops(target_frames, target_marks, size)
 
+        if curve_every:
+            curves.append(held_out_curve(model, cfg, content_loss, shot_frames, shot_marks, target_frames,
+                                         target_marks, max(steps_list), curve_every))  # fmt: skip
         runs = [("ff", model, False, 0)] if "ff" in methods else []
         for steps in steps_list:
             if "ft" in methods:
@@ -85,16 +98,46 @@ def compare(
                 "seconds": round(time.perf_counter() - started, 1),
             }
             entry.update(held_out_scores(avatar, target_frames, target_marks))
+            entry["shot_ssim"] = held_out_scores(avatar, *resize_crops(shot_frames, shot_marks, size))["ssim"]
             results.setdefault(name, []).append(entry)
     summary = {
         name: {
             "l1": round(float(np.mean([e["l1"] for e in entries])), 4),
             "ssim": round(float(np.mean([e["ssim"] for e in entries])), 4),
+            "shot_ssim": round(float(np.mean([e["shot_ssim"] for e in entries])), 4),
             "seconds": round(float(np.mean([e["seconds"] for e in entries])), 1),
         }
         for name, entries in results.items()
     }
-    return {"summary": summary, "per_video": results}
+    out = {"summary": summary, "per_video": results}
+    if curves:
+        out["curve"] = [
+            {key: round(float(np.mean([c[i][key] for c in curves])), 4) for key in curves[0][i]}
+            for i in range(min(len(c) for c in curves))
+        ]
+    return out
+
+
+def held_out_curve(model, cfg, content_loss, shot_frames, shot_marks, target_frames, target_marks, steps: int,
+                   every: int) -> list[dict]:  # fmt: skip
+    """One fine-tuning run of `steps` steps: the L1 (in [-1, 1]) of the T shots and of the held-out frames,
+    G in eval mode, every `every` steps."""
+    embedder, generator, discriminator, _ = model
+    size = cfg.model.image_size
+    shots = FewShotDataset(shot_frames, shot_marks, image_size=size)
+    targets = FewShotDataset(target_frames, target_marks, image_size=size)
+    run_cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, steps=steps))
+    result = ft.finetune(
+        embedder, generator, discriminator,
+        ft.FewShotFrames(shots.images, shots.landmark_images, shots.landmarks), run_cfg,
+        content_loss=content_loss, progress=False, evaluate_every=every,
+        held_out=ft.FewShotFrames(targets.images, targets.landmark_images, targets.landmarks),
+    )  # fmt: skip
+    return [
+        {"step": r["step"], "shots_l1": r["reconstruction_l1"], "held_out_l1": r["held_out_l1"]}
+        for r in result.history
+        if "held_out_l1" in r
+    ]
 
 
 def main() -> None:
@@ -111,6 +154,7 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=8, help="held-out frames per video")
     parser.add_argument("--methods", nargs="+", default=["ft", "ff", "scratch"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--curve", type=int, default=0, help="also record L1 curves every N steps")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="finetune.FIELD=VALUE"
     )
@@ -127,6 +171,7 @@ def main() -> None:
         args.held_out,
         args.methods,
         args.overrides,
+        curve_every=args.curve,
     )
     out["settings"] = vars(args)
     out["seconds"] = round(time.perf_counter() - started, 1)

@@ -121,6 +121,25 @@ def test_bad_settings_are_refused(networks) -> None:
         FewShotFrames(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), torch.zeros(3, 68, 2))
 
 
+def test_cosine_schedule_settles_and_a_time_budget_stops_early(networks) -> None:
+    embedder, generator, discriminator = networks
+    frames = few_shot_frames(2)
+    cosine = finetune(embedder, generator, discriminator, frames,
+                      tiny("finetune.steps=6", "finetune.schedule=cosine"), progress=False)  # fmt: skip
+    rates = [r["lr_generator"] for r in cosine.history]
+    base = tiny().finetune.lr_generator
+    assert rates[0] == pytest.approx(base) and all(a > b for a, b in zip(rates, rates[1:]))
+    assert rates[-1] < 0.1 * base
+    constant = finetune(embedder, generator, discriminator, frames, tiny("finetune.steps=3"), progress=False)
+    assert {r["lr_generator"] for r in constant.history} == {base}
+    # a budget far shorter than one step: the first step is taken, then it stops
+    budget = finetune(embedder, generator, discriminator, frames,
+                      tiny("finetune.steps=50", "finetune.minutes=1e-9"), progress=False)  # fmt: skip
+    assert len(budget.history) == 1
+    with pytest.raises(ValueError, match="schedule"):
+        finetune(embedder, generator, discriminator, frames, tiny("finetune.schedule=linear"), progress=False)
+
+
 # --- slow: the comparison the issue asks for ------------------------------------------------------------
 
 

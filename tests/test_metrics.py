@@ -438,3 +438,61 @@ def test_mean_csim_to_is_the_mean_pairwise_cosine():
     assert torch.allclose(mean_csim_to(frames, references).float(), expected, atol=1e-6)
     same_direction = mean_csim_to(references[:1], references[:1] * 2.0)
     assert torch.allclose(same_direction, torch.ones(1, dtype=torch.float64))
+
+
+def _textured_face(size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (1, 3, S, S) image in [0, 1] with detail a few pixels across, landmarks covering its middle."""
+    noise = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    image = metrics._blur_valid(torch.nn.functional.pad(noise, (3,) * 4, mode="replicate"), _window(7, 1.0))
+    corners = torch.tensor([[size * 0.2, size * 0.25], [size * 0.8, size * 0.9]], dtype=torch.float64)
+    landmarks = torch.cat([corners, corners.mean(0, keepdim=True).expand(66, 2)]).unsqueeze(0)
+    return image, landmarks
+
+
+def _window(size: int, sigma: float) -> torch.Tensor:
+    return metrics.gaussian_window(size, sigma)
+
+
+def _blurred(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma))
+    padded = torch.nn.functional.pad(image, (radius,) * 4, mode="replicate")
+    return metrics._blur_valid(padded, _window(2 * radius + 1, sigma))
+
+
+def test_sharpness_is_one_for_the_real_frame_and_falls_with_blur():
+    image, landmarks = _textured_face()
+    assert metrics.sharpness(image, image, landmarks).item() == pytest.approx(1.0)
+    mild, strong = (
+        metrics.sharpness(_blurred(image, 0.8), image, landmarks),
+        metrics.sharpness(_blurred(image, 2.0), image, landmarks),
+    )
+    assert strong.item() < mild.item() < 0.8
+    assert strong.item() < 0.1
+
+
+def test_a_checkerboard_on_a_blur_does_not_score_as_sharp():
+    image, landmarks = _textured_face()
+    blurred = _blurred(image, 2.0)
+    size = image.shape[-1]
+    checkerboard = ((torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2 * 2 - 1).double()
+    checkered = (blurred + 0.15 * checkerboard).clamp(0, 1)
+    # the pixel-level pattern is as strong as the texture itself, yet the score stays that of the blur
+    assert (checkered - blurred).abs().mean() > 0.1
+    assert (
+        metrics.sharpness(checkered, image, landmarks).item()
+        < metrics.sharpness(blurred, image, landmarks).item() + 0.05
+    )
+    assert metrics.sharpness(checkered, image, landmarks).item() < 0.15
+
+
+def test_sharpness_looks_only_at_the_face_box_and_is_registered():
+    image, landmarks = _textured_face()
+    outside = image.clone()
+    outside[..., :, :3] = 0.5  # a flat band left of the face box (x >= 9) and of its filter's reach
+    assert metrics.sharpness(outside, image, landmarks).item() == pytest.approx(1.0)
+    flat = torch.full_like(image, 0.5)
+    assert math.isnan(metrics.sharpness(image, flat, landmarks).item())  # no detail to compare with
+    pairs = FramePairs(fake=image * 2 - 1, real=image * 2 - 1, real_landmarks=landmarks.float())
+    value = metrics.get_metric("sharpness").compute(pairs, MetricResources())
+    assert value.shape == (1,) and value.item() == pytest.approx(1.0)
+    assert "sharpness" in metrics.available_metric_names()

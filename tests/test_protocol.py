@@ -190,11 +190,15 @@ def test_evaluate_command_writes_the_report_and_resumes(tiny, tmp_path, capsys, 
     for r in rows.values():
         assert -1 <= r["metrics"]["ssim"]["value"] <= 1 and r["metrics"]["l1"]["value"] > 0
     markdown = (out / "report.md").read_text()
-    assert "| Method (T) | SSIM↑ | PSNR↑ (dB) | L1↓ | videos |" in markdown
+    assert "| Method (T) | SSIM↑ | PSNR↑ (dB) | L1↓ | shots' SSIM↑ | videos |" in markdown
+    # the avatar re-renders its own T shots (an untrained FF model: far from them); the nearest shot has none
+    assert -1 <= rows[("ff", 3)]["shot_ssim"]["value"] < 1 and "shot_ssim" not in rows[("nearest_shot", 3)]
     assert "| FF (3) |" in markdown and "| nearest shot (1) |" in markdown and "grid_T3.png" in markdown
     assert "<table>" in (out / "report.html").read_text()
     csv_lines = (out / "report.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("section,method,shots") and len(csv_lines) == 1 + 4 * 3
+    # 4 (method, T) rows x 3 metrics, and the shots' SSIM of the 2 FF rows
+    assert csv_lines[0].startswith("section,method,shots") and len(csv_lines) == 1 + 4 * 3 + 2
+    assert sum(",shot_ssim," in line for line in csv_lines) == 2
     from PIL import Image
 
     with Image.open(out / "grid_T3.png") as grid:  # 2 videos x 2 frames; 3 shots, real, 2 methods

@@ -470,3 +470,77 @@ def test_compiled_networks_train_like_eager(tiny_data, tmp_path):
     for eager, compiled in zip(*logs):
         for key in ("loss/content", "loss/adversarial", "loss/match", "loss/discriminator"):
             assert compiled[key] == pytest.approx(eager[key], rel=1e-3, abs=1e-4), key
+
+
+def test_weight_average_warms_up_then_follows_slowly_and_copies_buffers():
+    from metahead.training.ema import WeightAverage
+
+    net = torch.nn.utils.parametrizations.spectral_norm(torch.nn.Linear(3, 2))
+    average = WeightAverage({"net": net}, decay=0.9)
+    original = net.parametrizations.weight.original
+    with torch.no_grad():
+        original.fill_(0.0)
+    average.update()  # the first update copies
+    averaged = average["net"].parametrizations.weight.original
+    assert torch.equal(averaged, original) and average["net"] is not net
+    with torch.no_grad():
+        original.fill_(1.0)
+    average.update()  # n = 1: warm-up decay min(0.9, 2 / 11)
+    assert torch.allclose(averaged, torch.full_like(averaged, 1 - 2 / 11))
+    for _ in range(200):
+        average.update()
+    assert torch.allclose(averaged, torch.ones_like(averaged), atol=1e-6)
+    live_u = dict(net.named_buffers())["parametrizations.weight.0._u"]
+    assert torch.equal(dict(average["net"].named_buffers())["parametrizations.weight.0._u"], live_u)
+    off = WeightAverage({"net": net}, decay=0.0)
+    assert off["net"] is net and not off.enabled and off.state_dict() == {}
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage({"net": net}, decay=1.0)
+
+
+def test_ema_run_writes_the_average_to_the_model_file_and_resumes_exactly(tiny_data, tmp_path):
+    from metahead.training.meta import train
+
+    settings = ("train.ema_decay=0.5", "train.video_embedding_init=centred", "train.lr_generator=1e-3")
+    straight = train(tiny_config(tiny_data, tmp_path / "straight", *settings))
+    state = checkpoint.load_state(checkpoint.latest_state(straight))
+    assert set(state["averaged"]) == {"embedder", "generator"}
+    key = "out_conv.parametrizations.weight.original"
+    live = state["networks"]["generator"][key]
+    averaged = state["averaged"]["generator"][f"module.{key}"]
+    _, generator, _, _ = checkpoint.load_model(straight / "model.pt")
+    assert torch.equal(dict(generator.named_parameters())[key], averaged)
+    assert not torch.equal(live, averaged)  # the model file holds the average, not the last step's weights
+    halves = tmp_path / "halves"
+    train(tiny_config(tiny_data, halves, *settings, "train.steps=2"))
+    train(tiny_config(tiny_data, halves, *settings), resume=True)
+    resumed = checkpoint.load_state(checkpoint.latest_state(halves))
+    assert torch.equal(resumed["averaged"]["generator"][f"module.{key}"], averaged)
+
+
+def test_centred_video_embeddings_start_with_zero_mean(tiny_data, tmp_path):
+    from metahead.training.meta import train
+
+    run = train(
+        tiny_config(tiny_data, tmp_path / "run", "train.steps=1", "train.video_embedding_init=centred")
+    )
+    w = checkpoint.load_state(checkpoint.latest_state(run))["networks"]["discriminator"][
+        "video_embeddings.weight"
+    ]
+    # one step moved one row at D's rate; the table's mean stays near zero (E's embeddings are all > 0)
+    assert w.mean(0).abs().max() < 0.05 * w.abs().max()
+    with pytest.raises(ValueError, match="video_embedding_init"):
+        train(tiny_config(tiny_data, tmp_path / "bad", "train.video_embedding_init=zero"))
+
+
+def test_discriminator_balance_reads_the_last_fifth_of_the_log():
+    from metahead.training.logging import discriminator_balance
+
+    records = [{"step": s, "score/real": 1.0, "score/fake": 1.0, "loss/discriminator": 2.0} for s in range(8)]
+    records += [
+        {"step": 8 + s, "score/real": 2.0, "score/fake": -1.0, "loss/discriminator": 0.5} for s in range(2)
+    ]
+    records.append({"step": 10, "loss/content": 0.3})  # a record without scores is skipped
+    balance = discriminator_balance(records)
+    assert balance == {"score_gap": 3.0, "discriminator_loss": 0.5, "from_step": 8.0}
+    assert math.isnan(discriminator_balance([])["score_gap"])

@@ -89,6 +89,12 @@ class TrainConfig:
     # FT model: start each W_i at the initial E's embedding of its video instead of near zero. Without it,
     # L_MCH (x80) drags ê towards W's tiny init and E's final ReLU dies (measured; docs/training.md).
     init_video_embeddings: bool = True
+    # Where W starts (FT model, with init_video_embeddings): "embedder" (E's ê_i as it is) or "centred" (ê_i
+    # minus its mean over the training videos). E's outputs are ReLU sums, all positive and large, so with
+    # "embedder" D's first scores are +150 to +260 and D spends hundreds of steps undoing its own start.
+    video_embedding_init: str = "embedder"
+    # Running average of E's and G's weights for samples, the model file and avatars (lab: 0.999); 0: off.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -101,6 +107,10 @@ class FinetuneConfig:
     batch_size: int = 4
     lr_generator: float = 2e-4  # G and ψ' (4x the meta-learning rate 5e-5; measured)
     lr_discriminator: float = 2e-4  # D and w' (the paper's D rate)
+    # "cosine": both rates fall to 0 along a half cosine over `steps` (the last steps settle instead of
+    # jittering at full rate); "constant": they stay.
+    schedule: str = "constant"
+    minutes: float = 0.0  # a time budget: stop after this much wall time even if steps remain; 0: none
     seed: int = 0
 
 

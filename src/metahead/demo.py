@@ -758,7 +758,7 @@ def _write_page(
     import torch
 
     from metahead.evaluation.report import cross_table, main_table
-    from metahead.training.logging import CURVES_FILE, SAMPLES_DIR
+    from metahead.training.logging import CURVES_FILE, LOG_FILE, SAMPLES_DIR, discriminator_balance, read_log
 
     work = out / WORK
     images = out / "images"
@@ -798,6 +798,7 @@ def _write_page(
 
     train_details = stages.records["train"]["details"]
     avatar_details = stages.records["avatar"]["details"]
+    balance = discriminator_balance(read_log(work / "run" / LOG_FILE))
     size = cfg.model.image_size
     own, other = videos["own"], videos["other"]
     parts = [
@@ -870,6 +871,12 @@ def _write_page(
             _figure(rel("training_samples"), "Meta-training samples at the last step, one training "
                     "episode per row: landmark image | K input frames | generated | ground truth.", "samples")
         )  # fmt: skip
+    parts.append(
+        "<p>Is D playing? Over the last fifth of meta-training "
+        f"(from step {balance['from_step']:.0f}) D scored real frames {balance['score_gap']:.2f} above "
+        "generated ones on average, and its hinge loss L_DSC "
+        f"averaged {balance['discriminator_loss']:.2f} (2 = it tells them apart no better than chance).</p>"
+    )
     if "training_curves" in files:
         parts.append(_figure(rel("training_curves"), "Meta-training curves.", "training curves", 840))
     if "finetune_curve" in files:

@@ -390,14 +390,15 @@ def _save_features(out: Path, key: str, features: dict[str, tuple[np.ndarray, np
 
 def _self_reenactment(state: WorkerState, job: SelfJob, key: str) -> dict[str, Any]:
     from metahead.evaluation.baselines import nearest_shot
-    from metahead.evaluation.metrics import evaluate_frames
+    from metahead.evaluation.metrics import evaluate_frames, ssim
 
     out = Path(state.cfg.out)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     real, target_landmarks = state.read_tensors(job.plan.targets)
+    shot_images, shot_landmarks = state.read_tensors(job.plan.shots(job.shots))
+    shot_ssim = None  # how closely the avatar re-renders its own T shots (none for the nearest shot: 1)
     if job.method == "nearest_shot":
-        shot_images, shot_landmarks = state.read_tensors(job.plan.shots(job.shots))
         fake = nearest_shot(shot_images, shot_landmarks, target_landmarks)
         timings["avatar"] = 0.0
     else:
@@ -406,6 +407,7 @@ def _self_reenactment(state: WorkerState, job: SelfJob, key: str) -> dict[str, A
         timings["avatar"] = time.perf_counter() - started
         started = time.perf_counter()
         fake = _render(avatar, target_landmarks)
+        shot_ssim = float(ssim((_render(avatar, shot_landmarks) + 1) / 2, (shot_images + 1) / 2).mean())
     timings["render"] = time.perf_counter() - started
     started = time.perf_counter()
     results = evaluate_frames(
@@ -424,6 +426,7 @@ def _self_reenactment(state: WorkerState, job: SelfJob, key: str) -> dict[str, A
         "method": job.method,
         "frames": int(real.shape[0]),
         "per_frame": results.per_frame,
+        "shot_ssim": shot_ssim,
         "features": _save_features(out, key, results.features),
         "sample": sample,
         "seconds": timings,

@@ -23,7 +23,8 @@ import numpy as np
 from metahead.evaluation.metrics import distribution_score, get_metric, summarize
 from metahead.fileio import atomic_path, atomic_write_text
 
-PAPER_COLUMNS = ("fid", "identity_fd", "ssim", "csim")  # Table 1's FID, SSIM, CSIM (identity FD stands apart)
+# Table 1's FID, SSIM, CSIM (identity FD stands apart), and sharpness beside them: blur shows in numbers
+PAPER_COLUMNS = ("fid", "identity_fd", "ssim", "csim", "sharpness")
 CELL = 128  # pixels per image in the grids
 SHOTS_SHOWN = 3
 
@@ -84,6 +85,10 @@ def _self_row(cfg, method: str, shots: int, group: list[dict], metric_names: Seq
             count = sum(len(a) for a in reals)
             value = distribution_score(reals, fakes) if count >= 2 else math.nan
             row["metrics"][name] = {"value": value, "std": None, "frames": count}
+    shot_ssims = [r["shot_ssim"] for r in group if r.get("shot_ssim") is not None]
+    if shot_ssims:
+        stats = _stats(shot_ssims)
+        row["shot_ssim"] = {"value": stats["mean"], "std": stats["std"], "videos": stats["count"]}
     return row
 
 
@@ -195,7 +200,9 @@ def _header(name: str) -> str:
 
 def main_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     names = _column_order([m["name"] for m in report["metrics"]])
-    header = ["Method (T)", *[_header(n) for n in names], "videos"]
+    # The avatar's own T shots re-rendered: does fine-tuning reproduce what it was given?
+    with_shots = any("shot_ssim" in row for row in report["self_reenactment"])
+    header = ["Method (T)", *[_header(n) for n in names], *(["shots' SSIM↑"] if with_shots else []), "videos"]
     rows = []
     for row in report["self_reenactment"]:
         cells = [f"{row['label']} ({row['shots']})"]
@@ -203,6 +210,9 @@ def main_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             entry = row["metrics"][n]
             digits = 2 if n in ("fid", "identity_fd", "psnr") else 3
             cells.append(_format(entry["value"], entry.get("std"), digits))
+        if with_shots:
+            shots = row.get("shot_ssim")
+            cells.append(_format(shots["value"], shots["std"], 3) if shots else "—")
         rows.append([*cells, str(row["videos"])])
     return header, rows
 
@@ -249,7 +259,8 @@ def _csv_text(report: dict[str, Any]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["section", "method", "shots", "retarget", "metric", "value", "std", "count"])
     for row in report["self_reenactment"]:
-        for name, entry in row["metrics"].items():
+        entries = {**row["metrics"], **({"shot_ssim": row["shot_ssim"]} if "shot_ssim" in row else {})}
+        for name, entry in entries.items():
             count = entry.get("videos", entry.get("frames"))
             writer.writerow(
                 ["self", row["method"], row["shots"], "", name, entry["value"], entry.get("std"), count]

@@ -115,6 +115,7 @@ def save_state(
     keep: int,
     world_size: int = 1,
     fingerprint: str = "",
+    averaged: dict[str, Any] | None = None,
 ) -> Path:
     """Write RUN/checkpoints/state-STEP.pt atomically and delete all but the newest `keep` states
     (keep <= 0: keep all).
@@ -134,6 +135,7 @@ def save_state(
         "rng": rng_states,
         "world_size": world_size,
         "fingerprint": fingerprint,
+        "averaged": averaged or {},  # the EMA of E and G (training/ema.py), when the run keeps one
     }
     path = state_path(run_dir, step)
     with atomic_path(path) as tmp:

@@ -23,6 +23,7 @@ import copy
 import json
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from metahead.fileio import atomic_path, atomic_write_text
 from metahead.losses import ContentLoss, adversarial_loss, discriminator_loss
 
 AMP_MODES = perf.AMP_MODES
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -152,21 +154,29 @@ def finetune(
     amp: str = "none",
     progress: bool = True,
     evaluate_every: int = 0,
+    held_out: FewShotFrames | None = None,
 ) -> FinetuneResult:
     """Fine-tune copies of G and D on the T frames (cfg.finetune: steps, batch_size, learning rates, seed;
     cfg.loss: the loss weights; cfg.train.adam_betas).
 
     content_loss: L_CNT module (default ContentLoss(cfg.loss), built here). evaluate_every > 0 adds the
     reconstruction L1 of all T frames (G in eval mode) to the history every that many steps (and at the
-    first and last step). Returns the fine-tuned G and D, ψ', ê_NEW, w' and the per-step loss history.
+    first and last step); with `held_out` frames of the same person (never trained on), their L1 as well
+    ("held_out_l1"): the curve that shows when more steps stop helping. Returns the fine-tuned G and D,
+    ψ', ê_NEW, w' and the per-step loss history.
     """
     fc = cfg.finetune
     if fc.steps < 0 or fc.batch_size < 1:
         raise ValueError(
             f"finetune.steps must be >= 0 and finetune.batch_size >= 1, got {fc.steps}, {fc.batch_size}"
         )
+    if fc.schedule not in SCHEDULES:
+        raise ValueError(f"finetune.schedule={fc.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if fc.minutes < 0:
+        raise ValueError(f"finetune.minutes must not be negative, got {fc.minutes}")
     device = torch.device(device)
     frames = frames.to(device)
+    held_out = held_out.to(device) if held_out is not None else None
     embedder = embedder.to(device)
     embedding = person_embedding(embedder, frames.images, frames.landmark_images)  # ê_NEW
     generator = copy.deepcopy(generator).to(device).train()
@@ -189,6 +199,12 @@ def finetune(
     optimizer_discriminator = torch.optim.Adam(
         [*discriminator_params, person_vector], lr=fc.lr_discriminator, betas=betas
     )
+    schedulers = [
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(fc.steps, 1))
+        for optimizer in (optimizer_generator, optimizer_discriminator)
+        if fc.schedule == "cosine"
+    ]
+    deadline = time.monotonic() + 60 * fc.minutes if fc.minutes > 0 else None
     rng = torch.Generator().manual_seed(fc.seed)
     autocast = perf.autocast_context(amp, device)  # raises ValueError for an unknown mode
     history: list[dict[str, float]] = []
@@ -244,6 +260,7 @@ def finetune(
             optimizer_discriminator.zero_grad(set_to_none=True)
             loss_dsc.backward()
             optimizer_discriminator.step()
+            out_of_time = deadline is not None and time.monotonic() > deadline
 
             record = {
                 "step": step,
@@ -253,17 +270,25 @@ def finetune(
                 "discriminator": loss_dsc.detach().item(),
                 "score_real": real_realism.detach().mean().item(),
                 "score_fake": fake_realism_d.detach().mean().item(),
+                "lr_generator": optimizer_generator.param_groups[0]["lr"],  # the rate this step was taken at
                 **{f"content_{k}": v.detach().item() for k, v in content_terms.items()},
                 **{f"adversarial_{k}": v.detach().item() for k, v in adversarial_terms.items()},
             }
-            if evaluate_every > 0 and (step == 1 or step % evaluate_every == 0 or step == fc.steps):
+            last = step == fc.steps or out_of_time
+            if evaluate_every > 0 and (step == 1 or step % evaluate_every == 0 or last):
                 record["reconstruction_l1"] = reconstruction_l1(generator, adain_params.detach(), frames)
+                if held_out is not None:
+                    record["held_out_l1"] = reconstruction_l1(generator, adain_params.detach(), held_out)
             history.append(record)
+            for scheduler in schedulers:
+                scheduler.step()
             if bar is not None:
                 bar.set_postfix(
                     content=f"{record['content']:.3g}", dsc=f"{record['discriminator']:.3g}", refresh=False
                 )
                 bar.update(1)
+            if out_of_time:
+                break
     finally:
         if bar is not None:
             bar.close()
@@ -281,7 +306,14 @@ def finetune(
 
 # --- The loss curve: JSON + PNG --------------------------------------------------------------------------
 
-CURVE_SERIES = ("generator_total", "content", "adversarial", "discriminator", "reconstruction_l1")
+CURVE_SERIES = (
+    "generator_total",
+    "content",
+    "adversarial",
+    "discriminator",
+    "reconstruction_l1",
+    "held_out_l1",
+)
 
 
 def save_loss_curve(

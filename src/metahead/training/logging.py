@@ -92,6 +92,21 @@ def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
+def discriminator_balance(records: list[dict[str, Any]], fraction: float = 0.2) -> dict[str, float]:
+    """Is D playing? Over the last `fraction` of the logged steps: the mean real − fake realism score gap
+    ("score_gap"; 0 when D scores real and fake alike) and the mean L_DSC ("discriminator_loss"; ~2 then).
+    NaN where nothing was logged."""
+    logged = [r for r in records if "score/real" in r and "score/fake" in r]
+    tail = logged[len(logged) - max(1, int(len(logged) * fraction)) :] if logged else []
+    if not tail:
+        return {"score_gap": math.nan, "discriminator_loss": math.nan, "from_step": math.nan}
+    return {
+        "score_gap": float(np.mean([r["score/real"] - r["score/fake"] for r in tail])),
+        "discriminator_loss": float(np.mean([r.get("loss/discriminator", math.nan) for r in tail])),
+        "from_step": float(tail[0]["step"]),
+    }
+
+
 def _smooth(values: list[float], weight: float) -> list[float]:
     out, avg = [], None
     for v in values:

@@ -40,12 +40,14 @@ from metahead.fileio import atomic_write_text
 from metahead.losses import ContentLoss, adversarial_loss, discriminator_loss, matching_loss
 from metahead.models import Discriminator, Embedder, Generator, embed_person
 from metahead.training import checkpoint, distributed
+from metahead.training.ema import WeightAverage
 from metahead.training.logging import RunLogger, sample_grid
 from metahead.training.video_embeddings import RowwiseAdam, exchange_row_gradients, row_gradients
 
 CONFIG_FILE = "config.json"
 NUM_SAMPLE_EPISODES = 4
 AMP_MODES = ("none", "bf16", "auto")
+VIDEO_EMBEDDING_INITS = ("embedder", "centred", "random")
 VIDEO_EMBEDDINGS = "video_embeddings.weight"  # W's name in D
 
 
@@ -161,8 +163,14 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         step = state["step"]
-    if state is None and tc.finetunable and tc.init_video_embeddings:
+    if state is None and tc.finetunable and tc.init_video_embeddings and tc.video_embedding_init != "random":
         _initialise_video_embeddings(embedder, video_embeddings, dataset, device, memory_format, tc.seed)
+        if tc.video_embedding_init == "centred":
+            with torch.no_grad():
+                video_embeddings -= video_embeddings.mean(dim=0, keepdim=True)
+    average = WeightAverage({"embedder": embedder, "generator": generator}, tc.ema_decay)  # for rendering
+    if state is not None and average.enabled and state.get("averaged"):
+        average.load_state_dict(state["averaged"])  # (an older state without one: the average starts here)
     sample_episodes = _sample_episodes(dataset, tc.seed) if ctx.is_main else None
     if tc.compile:
         for net in (embedder, generator, discriminator):
@@ -226,6 +234,7 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
                     "grad_norm/generator": _grad_norm(generator),
                 }
             optimizer_generator.step()
+            average.update()
 
             # --- D step(s): L_DSC on the real target and the (now fixed) rendering -------------------------
             for d_step in range(tc.discriminator_steps):
@@ -268,9 +277,14 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
                 values.update(meter.rates())
                 logger.scalars(step, values)
             if ctx.is_main and (step == 1 or step % tc.sample_every == 0 or last_step):
-                logger.sample(step, _render_samples(embedder, generator, sample_episodes, device, autocast))
+                logger.sample(
+                    step,
+                    _render_samples(
+                        average["embedder"], average["generator"], sample_episodes, device, autocast
+                    ),
+                )
             if step % tc.checkpoint_every == 0 or last_step:
-                _save_checkpoint(run_dir, step, cfg, ctx, networks, optimizers, num_videos)
+                _save_checkpoint(run_dir, step, cfg, ctx, networks, optimizers, num_videos, average)
                 logger.curves()
             if out_of_time and step < tc.steps:
                 logger.message(
@@ -421,6 +435,13 @@ def _check_config(cfg: ExperimentConfig) -> None:
         raise ValueError("train.data is empty: give the dataset folder (--data)")
     if not tc.out:
         raise ValueError("train.out is empty: give the run folder (--out)")
+    if tc.video_embedding_init not in VIDEO_EMBEDDING_INITS:
+        raise ValueError(
+            f"train.video_embedding_init={tc.video_embedding_init!r}: choose one of "
+            + ", ".join(VIDEO_EMBEDDING_INITS)
+        )
+    if not 0.0 <= tc.ema_decay < 1.0:
+        raise ValueError(f"train.ema_decay must lie in [0, 1), got {tc.ema_decay}")
     if tc.amp not in AMP_MODES:
         raise ValueError(f"train.amp={tc.amp!r}: choose one of {', '.join(AMP_MODES)}")
     for name in (
@@ -555,9 +576,10 @@ def _save_checkpoint(
     networks: dict[str, torch.nn.Module],
     optimizers: dict[str, Any],
     num_videos: int,
+    average: WeightAverage,
 ) -> None:
-    """Rank 0 writes the training state (with every rank's RNG state) and the model file, after checking
-    that every rank holds the same weights."""
+    """Rank 0 writes the training state (with every rank's RNG state) and the model file (E and G: their
+    running averages when train.ema_decay > 0), after checking that every rank holds the same weights."""
     fingerprint = distributed.fingerprint(*networks.values()) if ctx.is_distributed else ""
     gathered = distributed.all_gather_objects(
         {"rng": checkpoint.capture_rng_state(), "fingerprint": fingerprint}, ctx
@@ -576,12 +598,13 @@ def _save_checkpoint(
         keep=cfg.train.keep_checkpoints,
         world_size=ctx.world_size,
         fingerprint=fingerprint,
+        averaged=average.state_dict(),
     )
     checkpoint.save_model(
         run_dir / checkpoint.MODEL_FILE,
         cfg,
-        networks["embedder"],
-        networks["generator"],
+        average["embedder"],
+        average["generator"],
         networks["discriminator"],
         num_videos,
         step=step,
