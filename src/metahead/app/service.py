@@ -188,9 +188,9 @@ def load_model_info(path: Path | None, device: str) -> ModelInfo:
     is_default, found_in = path is None, None
     if is_default:
         candidates = demo_model_candidates()
-        found = next(((path, where) for path, where in candidates if path.is_file()), None)
+        found = next(((file, where) for file, where in candidates if file.is_file()), None)
         if found is None:
-            looked = " nor at ".join(f"`{path}` ({where})" for path, where in candidates)
+            looked = " nor at ".join(f"`{file}` ({where})" for file, where in candidates)
             error = (
                 f"No `--model` given, and `make demo` has made no model at {looked}. Run `make demo` in "
                 "the checkout first (about 10 minutes on two cores), or start the app with "
