@@ -1,4 +1,5 @@
-"""Shared test helpers: one intra-op thread, tiny model configs, random images, open attention.
+"""Shared test helpers: one intra-op thread, tiny model configs, random images, open attention; and no
+METAHEAD_* settings of the user's for any test.
 
 Plain helpers are imported as `from conftest import ...` (tests/ has no __init__.py, so pytest puts it on
 sys.path); a module opts into one thread with `pytestmark = pytest.mark.usefixtures("one_thread")`.
@@ -7,12 +8,28 @@ sys.path); a module opts into one thread with `pytestmark = pytest.mark.usefixtu
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 import torch
 from torch import nn
 
 from metahead.config import ModelConfig, preset
+
+# Settings of the browser test itself (tests/test_app_browser.py), which metahead never reads.
+TEST_SETTINGS = ("METAHEAD_APP_MODEL", "METAHEAD_APP_SCREENSHOTS")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def without_user_settings():
+    """The whole session runs without the METAHEAD_* variables of the user's shell (the weights files of
+    the losses and of FID, the allocator switch: README, "Weight files"), so every test sees metahead's
+    defaults; a test that wants one sets it itself. Session-wide, so module fixtures and the processes
+    tests start see the same. The browser test's own settings stay."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("METAHEAD_") and n not in TEST_SETTINGS]:
+            patch.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -15,19 +15,23 @@ import torch
 
 from app_inputs import blank_photo, person_video, photos, text_file, tiny_model, two_people_photo
 from metahead.app.service import (
+    IN_CHECKOUT,
+    STARTED_IN,
     AppConfig,
     AppInputError,
     AppService,
     check_photos,
     check_video,
-    default_model_path,
+    demo_model_candidates,
     demo_model_path,
     load_model_info,
+    source_checkout,
 )
 from metahead.avatar import Avatar
 from metahead.cli import build_parser
 
 DRIVER_FRAMES = 6
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(model: Path | None, work: Path, **changes) -> AppConfig:
@@ -87,19 +91,71 @@ def test_cli_maps_flags_onto_the_config() -> None:
 
 
 def test_without_model_the_demo_model_is_used_or_missing_is_explained(tmp_path, monkeypatch) -> None:
+    # The app starts in a new folder, from an installed package (no checkout): whatever the clone's own
+    # demo-output/ holds plays no part.
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("metahead.app.service.source_checkout", lambda: None)
     expected = demo_model_path(tmp_path / "demo-output")
     assert expected == tmp_path / "demo-output" / "work" / "run" / "model.pt"
+    assert demo_model_candidates() == [(expected, STARTED_IN)]
     info = load_model_info(None, "cpu")
-    assert not info.ok and info.is_demo_default
-    assert "make demo" in info.error and "--model" in info.error
+    assert not info.ok and info.is_demo_default and info.found_in is None
+    assert (
+        "make demo" in info.error and "--model" in info.error and f"`{expected}` ({STARTED_IN})" in info.error
+    )
     service = AppService(_config(None, tmp_path / "work"))
     with pytest.raises(AppInputError, match="make demo"):
         service.make_avatar(photos=[tmp_path / "x.png"])
     tiny_model(expected)  # now `make demo`'s model exists here
-    assert default_model_path() == expected
     info = load_model_info(None, "cpu")
-    assert info.ok and "make demo" in info.describe() and info.cfg.model.image_size == 32
+    assert (
+        info.ok and info.path == expected and info.found_in == STARTED_IN and info.cfg.model.image_size == 32
+    )
+    assert "make demo" in info.describe() and STARTED_IN in info.describe()
+
+
+def test_app_started_elsewhere_uses_the_checkouts_demo_model_and_says_where(tmp_path, monkeypatch) -> None:
+    checkout, elsewhere = tmp_path / "clone", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr("metahead.app.service.source_checkout", lambda: checkout)
+    here_model = demo_model_path(elsewhere / "demo-output")
+    checkout_model = demo_model_path(checkout / "demo-output")
+    assert demo_model_candidates() == [(here_model, STARTED_IN), (checkout_model, IN_CHECKOUT)]
+    info = load_model_info(None, "cpu")  # neither exists: both places are named
+    assert (
+        not info.ok
+        and f"`{here_model}` ({STARTED_IN}) nor at `{checkout_model}` ({IN_CHECKOUT})" in info.error
+    )
+
+    checkout_model.parent.mkdir(parents=True)
+    text_file(checkout_model)  # e.g. left by another version: named with where it was found
+    info = load_model_info(None, "cpu")
+    assert not info.ok and info.found_in == IN_CHECKOUT
+    assert f"`{checkout_model}` (the model `make demo` trains, found in {IN_CHECKOUT})" in info.error
+    assert "cannot be used" in info.error
+
+    tiny_model(checkout_model)
+    info = load_model_info(None, "cpu")
+    assert info.ok and info.path == checkout_model and info.found_in == IN_CHECKOUT
+    # outside the folder the app was started in: the page shows the whole path, and where it was found
+    assert f"`{checkout_model}`" in info.describe() and f"found in {IN_CHECKOUT}" in info.describe()
+
+    tiny_model(here_model)  # the folder the app is started in comes first
+    info = load_model_info(None, "cpu")
+    assert info.ok and info.path == here_model and info.found_in == STARTED_IN
+    assert "`demo-output/work/run/model.pt`" in info.describe()
+
+    monkeypatch.chdir(checkout)  # started in the checkout itself: one place
+    assert demo_model_candidates() == [(checkout_model, STARTED_IN)]
+
+
+def test_source_checkout_is_the_clone_the_package_runs_from() -> None:
+    import metahead
+
+    if not Path(metahead.__file__).resolve().is_relative_to(REPO / "src"):
+        pytest.skip(f"metahead runs from {metahead.__file__}, not from this clone's src/")
+    assert source_checkout() == REPO
 
 
 def test_model_of_another_version_or_format_is_explained(inputs, tmp_path) -> None:
@@ -277,7 +333,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_page_is_served_offline(inputs, tmp_path, monkeypatch) -> None:
+def test_page_is_served_offline(inputs, tmp_path, monkeypatch, capsys) -> None:
     """The page's HTML and config: no web fonts, no external scripts or styles, analytics off."""
     pytest.importorskip("gradio")
     import httpx
@@ -302,3 +358,6 @@ def test_page_is_served_offline(inputs, tmp_path, monkeypatch) -> None:
     assert "fonts.googleapis" not in html and "fonts.googleapis" not in json.dumps(config)
     assert config["analytics_enabled"] is False
     assert "tiny" in json.dumps(config)  # the model line is on the page
+    assert (
+        f"Model: `{inputs['model']}` — given by `--model`" in capsys.readouterr().out
+    )  # and in the terminal

@@ -560,8 +560,9 @@ def _add_app(sub) -> None:
         description="Serve a web app on this machine: upload photos or a short video of a person to make "
         "an avatar (FT or FF), drive it with a synthetic or uploaded video (side by side, retargeting on or "
         "off), see CSIM to the photos, download the avatar and the video. Without --model it uses the model "
-        "`make demo` trains (demo-output/work/run/model.pt). Needs the `app` extra (pip install -e "
-        "'.[app]'). See docs/app.md.",
+        "`make demo` trains: demo-output/work/run/model.pt under the current folder, else under the source "
+        "checkout metahead runs from; the page and the terminal say which. Needs the `app` extra "
+        "(pip install -e '.[app]'). See docs/app.md.",
     )
     p.add_argument("--model", metavar="MODEL", help="model file (default: the one `make demo` trains)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1: this machine only)")

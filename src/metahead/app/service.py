@@ -66,7 +66,7 @@ class AppInputError(ValueError):
 class AppConfig:
     """Settings of `metahead app` (the CLI maps its flags onto these)."""
 
-    model: Path | None = None  # model file; None: the model `make demo` trains (default_model_path)
+    model: Path | None = None  # model file; None: the model `make demo` trains (demo_model_candidates)
     host: str = "127.0.0.1"
     port: int = 7860
     work_dir: Path | None = None  # avatars and videos made; None: a new temporary folder, removed at exit
@@ -112,16 +112,29 @@ def demo_model_path(out: str | os.PathLike) -> Path:
     return Path(out) / WORK / "run" / "model.pt"
 
 
-def default_model_path(cwd: str | os.PathLike | None = None) -> Path:
-    """The model `make demo` trains: under ./demo-output (where `make demo` and `metahead demo` put it when
-    run here), else under the source checkout this package runs from. The first candidate when neither
-    exists (for the message saying so)."""
-    here = Path(cwd) if cwd is not None else Path.cwd()
-    candidates = [demo_model_path(here.resolve() / DEMO_OUTPUT)]
-    checkout = Path(__file__).resolve().parents[3]  # src/metahead/app/service.py -> the checkout
-    if (checkout / "pyproject.toml").is_file() and (checkout / "Makefile").is_file():
-        candidates.append(demo_model_path(checkout / DEMO_OUTPUT))
-    return next((p for p in candidates if p.is_file()), candidates[0])
+# Where the app looks for `make demo`'s model when no --model is given, in this order (docs/app.md).
+STARTED_IN = "the folder the app was started in"
+IN_CHECKOUT = "the source checkout metahead runs from"
+
+
+def source_checkout() -> Path | None:
+    """The source checkout this package runs from (`make install`, `pip install -e .` or PYTHONPATH=src);
+    None for an installed package, which has none."""
+    root = Path(__file__).resolve().parents[3]  # src/metahead/app/service.py -> the checkout
+    return root if (root / "pyproject.toml").is_file() and (root / "Makefile").is_file() else None
+
+
+def demo_model_candidates(cwd: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """(model file, where) for each place the model `make demo` trains is looked for, in order:
+    demo-output/ under the folder the app is started in (`cwd`), then under the source checkout (when
+    metahead runs from one and it is another folder), so an app started elsewhere still finds the model
+    `make demo` trained in the clone."""
+    here = (Path(cwd) if cwd is not None else Path.cwd()).resolve()
+    candidates = [(demo_model_path(here / DEMO_OUTPUT), STARTED_IN)]
+    checkout = source_checkout()
+    if checkout is not None and checkout != here:
+        candidates.append((demo_model_path(checkout / DEMO_OUTPUT), IN_CHECKOUT))
+    return candidates
 
 
 @dataclass
@@ -130,6 +143,7 @@ class ModelInfo:
 
     path: Path
     is_demo_default: bool  # no --model given: the model `make demo` trains
+    found_in: str | None = None  # the default's place (STARTED_IN, IN_CHECKOUT); None: not found or given
     networks: tuple | None = None  # (E, G, D, cfg) as checkpoint.load_model returns, when it loaded
     step: int | None = None
     error: str | None = None  # why it cannot be used
@@ -152,7 +166,7 @@ class ModelInfo:
     def describe(self) -> str:
         """One Markdown paragraph for the page."""
         origin = (
-            "the model `make demo` trains (no `--model` given)"
+            f"the model `make demo` trains, found in {self.found_in} (no `--model` given)"
             if self.is_demo_default
             else "given by `--model`"
         )
@@ -165,29 +179,39 @@ class ModelInfo:
 
 
 def load_model_info(path: Path | None, device: str) -> ModelInfo:
-    """Load the model once for the whole app; a missing or unusable file becomes an error message."""
+    """Load the model once for the whole app; a missing or unusable file becomes an error message.
+    path None: the first of demo_model_candidates that exists."""
     import torch
 
     from metahead.training import checkpoint
 
-    is_default = path is None
-    path = default_model_path() if path is None else Path(path).expanduser().resolve()
-    if not path.is_file():
-        if is_default:
+    is_default, found_in = path is None, None
+    if is_default:
+        candidates = demo_model_candidates()
+        found = next(((file, where) for file, where in candidates if file.is_file()), None)
+        if found is None:
+            looked = " nor at ".join(f"`{file}` ({where})" for file, where in candidates)
             error = (
-                f"`{path}` does not exist: that is where `make demo` puts the model it trains. Run "
-                "`make demo` first (about 10 minutes on two cores), or start the app with "
+                f"No `--model` given, and `make demo` has made no model at {looked}. Run `make demo` in "
+                "the checkout first (about 10 minutes on two cores), or start the app with "
                 "`metahead app --model RUN/model.pt`. You can still open avatar files made earlier."
             )
-        else:
+            return ModelInfo(candidates[0][0], True, error=error)
+        path, found_in = found
+    else:
+        path = Path(path).expanduser().resolve()
+        if not path.is_file():
             error = f"`{path}`: no such model file (`--model`). You can still open avatar files made earlier."
-        return ModelInfo(path, is_default, error=error)
+            return ModelInfo(path, False, error=error)
     try:
         networks = checkpoint.load_model(path, map_location=device)
         step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("step")
     except (checkpoint.CheckpointError, OSError, ValueError, KeyError) as err:
-        return ModelInfo(path, is_default, error=f"this model file cannot be used: {err}")
-    return ModelInfo(path, is_default, networks=networks, step=int(step) if step is not None else None)
+        which = f"`{path}` (the model `make demo` trains, found in {found_in}): " if is_default else ""
+        return ModelInfo(path, is_default, found_in, error=f"{which}this model file cannot be used: {err}")
+    return ModelInfo(
+        path, is_default, found_in, networks=networks, step=int(step) if step is not None else None
+    )
 
 
 # =========================================================================================================
@@ -746,7 +770,7 @@ __all__ = [
     "ModelInfo",
     "check_photos",
     "check_video",
-    "default_model_path",
+    "demo_model_candidates",
     "demo_model_path",
     "load_model_info",
     "mean_csim",

@@ -308,6 +308,7 @@ def launch(cfg: AppConfig, block: bool = True) -> tuple[Any, AppService, str]:
 
     torch.set_num_threads(choose_threads(cfg.threads))  # the process is the app's
     service = AppService(cfg)
+    print(service.model.describe().replace("**", ""), flush=True)  # which model, also in the terminal
     try:
         page = build_app(service)
         page.queue(default_concurrency_limit=cfg.concurrency)
