@@ -40,7 +40,6 @@ import numpy as np
 from metahead.avatar import Avatar, to_uint8
 from metahead.data.face_crop import CropConfig, crop_boxes, crop_frame, to_crop_coordinates
 from metahead.landmarks.detect import LandmarkDetector
-from metahead.landmarks.draw import draw_landmarks
 from metahead.landmarks.retarget import SAME_FACE_TOLERANCE, Retargeter, shape_distance
 from metahead.landmarks.track import LandmarkTracker, TrackerConfig
 
@@ -180,6 +179,7 @@ class LiveFrame:
     latency: float  # seconds from the frame's arrival to this result
     retargeted: bool
     landmarks: np.ndarray | None = None  # (68, 2) the driver's, camera pixels (None: no face)
+    drawn: np.ndarray | None = None  # (68, 2) what was drawn for G, avatar crop pixels (None: not fresh)
 
 
 class LiveSession:
@@ -287,13 +287,13 @@ class LiveSession:
         message = ""
         if self._faces_in_view is not None and self._faces_in_view > 1:
             message = f"{self._faces_in_view} faces in view: following one of them (the first found)"
-        return self._finish(arrived_at, message, faces, fresh=True, landmarks=landmarks)
+        return self._finish(arrived_at, message, faces, True, landmarks, crop_points)
 
-    def _finish(self, arrived_at, message, faces, fresh, landmarks=None) -> LiveFrame:
+    def _finish(self, arrived_at, message, faces, fresh, landmarks=None, drawn=None) -> LiveFrame:
         done = time.monotonic()
         self.stats.add(done - arrived_at, done)
         return LiveFrame(self.last_avatar, self.last_panel, fresh, message, faces, done - arrived_at,
-                         self.retargeting, landmarks)  # fmt: skip
+                         self.retargeting, landmarks, drawn)  # fmt: skip
 
     def _crop_box(self, landmarks: np.ndarray, image_shape: tuple[int, ...] | None) -> np.ndarray:
         shape = image_shape[:2] if image_shape is not None else (1 << 20, 1 << 20)
@@ -525,7 +525,9 @@ tick();
                 try:
                     while True:
                         with server._cond:
-                            server._cond.wait_for(lambda: server._count != seen or server._closed, 1.0)
+                            server._cond.wait_for(
+                                lambda seen=seen: server._count != seen or server._closed, 1.0
+                            )
                             if server._closed:
                                 return
                             jpeg, seen = server._jpeg, server._count
@@ -605,14 +607,22 @@ class LiveRecorder:
 
     def add(self, frame: np.ndarray, index: int) -> None:
         """The output for source frame `index` (indices skipped since the last call repeat the last)."""
-        if self._last is not None:
-            for _ in range(max(0, index - self._next_index)):
-                self._queue.put(self._last)
+        self._repeat_last_until(index)
         self._queue.put(frame)
         self._last = frame
         self._next_index = index + 1
 
-    def close(self) -> int:
+    def _repeat_last_until(self, index: int) -> None:
+        if self._last is not None:
+            for _ in range(max(0, index - self._next_index)):
+                self._queue.put(self._last)
+        self._next_index = max(self._next_index, index)
+
+    def close(self, source_frames: int | None = None) -> int:
+        """Finish the file (frames after the last output, up to `source_frames`, repeat it); returns the
+        frames written."""
+        if source_frames is not None:
+            self._repeat_last_until(source_frames)
         self._queue.put(None)
         self._thread.join()
         if self.error is not None:
