@@ -639,6 +639,56 @@ class LiveRun:
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, latency)
 
 
+def live_frames(
+    session: LiveSession,
+    source: FrameSource,
+    seconds: float | None = None,
+    stop: threading.Event | None = None,
+    retry_camera: bool = True,
+    run: LiveRun | None = None,
+) -> Iterator[tuple[LiveFrame, TimedFrame | None]]:
+    """Process `source` through `session`, always the newest frame, until the source ends, `seconds` pass
+    or `stop` is set; yields (result, its frame). When the source stops delivering (a camera unplugged),
+    yields the last good result again with the reason and frame None, every camera_timeout seconds.
+    `run`, when given, collects the figures, latencies and messages."""
+    mailbox = LatestFrame()
+    pump = FramePump(source, mailbox, retry=retry_camera).start()
+    started = time.monotonic()
+    run = run if run is not None else LiveRun(summary={})
+    last: LiveFrame | None = None
+
+    def note(message: str) -> None:
+        if message and (not run.messages or run.messages[-1] != message):
+            run.messages.append(message)
+
+    try:
+        while not (stop is not None and stop.is_set()) and (
+            seconds is None or time.monotonic() - started < seconds
+        ):
+            frame = mailbox.take(timeout=session.config.camera_timeout)
+            if frame is None:
+                if mailbox.closed:
+                    break
+                message = pump.error or f"{source.name}: no frame for {session.config.camera_timeout:g} s"
+                message += "; the last frame is kept"
+                note(message)
+                if last is not None:
+                    yield dataclasses.replace(last, fresh=False, message=message), None
+                continue
+            session.stats.dropped = mailbox.dropped
+            last = session.process(frame.image, frame.captured_at)
+            run.latencies.append((frame.captured_at - started, last.latency))
+            note(last.message)
+            yield last, frame
+    finally:
+        pump.stop()
+        session.stats.dropped = mailbox.dropped
+        run.summary = {**session.summary(), "source_frames": mailbox.put_count, "source_fps": source.fps,
+                       "seconds": time.monotonic() - started}  # fmt: skip
+        if pump.error:
+            note(pump.error)
+
+
 def run_live(
     session: LiveSession,
     source: FrameSource,
@@ -647,45 +697,11 @@ def run_live(
     stop: threading.Event | None = None,
     retry_camera: bool = True,
 ) -> LiveRun:
-    """Process `source` through `session` until it ends, `seconds` pass or `stop` is set. Each result goes
-    to on_frame(result, the frame, status line); when the source stops delivering (a camera unplugged),
-    on_frame gets the last good result again with the reason, every camera_timeout seconds."""
-    mailbox = LatestFrame()
-    pump = FramePump(source, mailbox, retry=retry_camera).start()
-    stop = stop or threading.Event()
-    started = time.monotonic()
+    """`live_frames` to the end, each result handed to on_frame(result, its frame or None, message)."""
     run = LiveRun(summary={})
-    last: LiveFrame | None = None
-
-    def note(message: str) -> None:
-        if message and (not run.messages or run.messages[-1] != message):
-            run.messages.append(message)
-
-    try:
-        while not stop.is_set() and (seconds is None or time.monotonic() - started < seconds):
-            frame = mailbox.take(timeout=session.config.camera_timeout)
-            if frame is None:
-                if mailbox.closed:
-                    break
-                message = pump.error or f"{source.name}: no frame for {session.config.camera_timeout:g} s"
-                message += "; the last frame is kept"
-                note(message)
-                if on_frame is not None and last is not None:
-                    on_frame(dataclasses.replace(last, fresh=False, message=message), None, message)
-                continue
-            session.stats.dropped = mailbox.dropped
-            last = session.process(frame.image, frame.captured_at)
-            run.latencies.append((frame.captured_at - started, last.latency))
-            note(last.message)
-            if on_frame is not None:
-                on_frame(last, frame, last.message)
-    finally:
-        pump.stop()
-    session.stats.dropped = mailbox.dropped
-    run.summary = {**session.summary(), "source_frames": mailbox.put_count, "source_fps": source.fps,
-                   "seconds": time.monotonic() - started}  # fmt: skip
-    if pump.error:
-        note(pump.error)
+    for result, frame in live_frames(session, source, seconds, stop, retry_camera, run):
+        if on_frame is not None:
+            on_frame(result, frame, result.message)
     return run
 
 
@@ -757,6 +773,7 @@ __all__ = [
     "TimedFrame",
     "VideoFileSource",
     "encode_jpeg",
+    "live_frames",
     "run_live",
     "synthetic_camera_clip",
     "write_camera_clip",
