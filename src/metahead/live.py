@@ -52,7 +52,11 @@ class LiveConfig:
 
     retarget: str = "auto"  # auto: unless the driver has the avatar's face shape; on; off
     anchor: str = "driver"  # landmarks.retarget: where the retargeted face is placed
-    redetect_every: int = 10  # frames between the tracker's detector checks near the face
+    # The tracker's detector checks near the face: every `redetect_every` frames; a track whose checks find
+    # no face `max_missed_checks` times in a row is dropped (a face that left: dlib's fitter alone would
+    # follow a ghost). 5 and 2 notice a face that left within about 0.4 s at 25 frames/s.
+    redetect_every: int = 5
+    max_missed_checks: int = 2
     # Camera frames are scaled down to this longer side for face detection (HOG's cost grows with the pixel
     # count; landmarks are fitted at full resolution). 320 finds faces from about 160 px in a 640 frame.
     detect_max_side: int = 320
@@ -194,7 +198,10 @@ class LiveSession:
             from metahead.landmarks.detect import make_detector
 
             detector = make_detector("dlib", detect_max_side=self.config.detect_max_side)
-        self.tracker = LandmarkTracker(detector, TrackerConfig(redetect_every=self.config.redetect_every))
+        tracking = TrackerConfig(
+            redetect_every=self.config.redetect_every, max_missed_checks=self.config.max_missed_checks
+        )
+        self.tracker = LandmarkTracker(detector, tracking)
         self.stats = LatencyStats(self.config.stats_window)
         self._crop = CropConfig(size=avatar.image_size, margin=self.config.margin, mode="frame")
         self.reset()
@@ -705,8 +712,7 @@ def run_live(
     return run
 
 
-def synthetic_camera_clip(
-    path: str | Path,
+def synthetic_camera_frames(
     seconds: float = 4.0,
     fps: float = 25.0,
     width: int = 320,
@@ -714,18 +720,23 @@ def synthetic_camera_clip(
     face: int = 200,
     person: int = 0,
     seed: int = 2019,
-) -> Path:
-    """A webcam-like clip of a synthetic person talking (data.synthetic), its face `face` px square on a
-    grey width×height frame: a driver for tests and benchmarks, no real person in it. .y4m or .mjpeg
-    (what Chromium's fake camera reads) or any container write_video_file knows."""
+) -> np.ndarray:
+    """Webcam-like frames (F, height, width, 3) of a synthetic person talking (data.synthetic), the face
+    `face` px square in the middle of a grey frame: a driver for tests and benchmarks, no real person."""
     from metahead.data.synthetic import render_video
 
     count = max(1, int(round(seconds * fps)))
     faces, _ = render_video(seed, person, 0, count, face)
-    canvas = np.full((count, height, width, 3), 96, np.uint8)
+    frames = np.full((count, height, width, 3), 96, np.uint8)
     top, left = (height - face) // 2, (width - face) // 2
-    canvas[:, top : top + face, left : left + face] = faces
-    return write_camera_clip(path, canvas, fps)
+    frames[:, top : top + face, left : left + face] = faces
+    return frames
+
+
+def synthetic_camera_clip(path: str | Path, seconds: float = 4.0, fps: float = 25.0, **frames: Any) -> Path:
+    """`synthetic_camera_frames` written as a clip: .y4m or .mjpeg (what Chromium's fake camera reads) or
+    any container write_video_file knows."""
+    return write_camera_clip(path, synthetic_camera_frames(seconds, fps, **frames), fps)
 
 
 def write_camera_clip(path: str | Path, frames: np.ndarray, fps: float) -> Path:
@@ -776,5 +787,6 @@ __all__ = [
     "live_frames",
     "run_live",
     "synthetic_camera_clip",
+    "synthetic_camera_frames",
     "write_camera_clip",
 ]
