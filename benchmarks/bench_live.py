@@ -5,9 +5,11 @@ For each preset and thread count, a webcam-like clip (a synthetic person talking
 tracking, retargeting, rendering, and the JPEG the `metahead live` page sends. A frame the loop cannot
 keep up with is dropped, never queued. Latency: the moment the frame is delivered → the avatar frame's
 JPEG is ready. The JSON has the latency median per 10 s window (it must not grow: frames are dropped,
-not queued), the tracker's counts and the load average before and after.
+not queued), the CPU time per frame (load-independent), the tracker's counts and the load average before
+and after.
 
-Weights are untrained (G randomly initialised, a random ψ): speed does not depend on training.
+Weights are untrained (E, G and P randomly initialised; a feed-forward avatar of a synthetic person):
+speed does not depend on training.
 
     python benchmarks/bench_live.py                                  # demo (64²) and cpu-128, 1 and 2 threads
     python benchmarks/bench_live.py --presets demo --threads 2 --seconds 60
@@ -37,22 +39,18 @@ from metahead.live import (
     run_live,
     synthetic_camera_clip,
 )
-from metahead.models.generator import Generator
+from metahead.models import Discriminator, Embedder, Generator
 
 WINDOW_SECONDS = 10.0
 
 
 def untrained_avatar(name: str) -> Avatar:
-    """An avatar of the preset's size with random weights; its neutral face is a synthetic person's."""
+    """A feed-forward avatar of a synthetic person, from 4 frames, with the preset's networks untrained."""
     cfg = preset(name)
     torch.manual_seed(0)
-    generator = Generator(cfg.model).eval()
-    embedding = torch.randn(1, cfg.model.embedding_dim)
-    with torch.no_grad():
-        psi = generator.project(embedding)
-    size = cfg.model.image_size
-    _, marks = render_video(11, 0, 0, 1, size)
-    return Avatar(cfg, generator, psi, neutral_landmarks=marks[0], person_embedding=embedding, mode="ff")
+    networks = (Embedder(cfg.model), Generator(cfg.model), Discriminator(cfg.model, num_videos=1), cfg)
+    frames, marks = render_video(11, 0, 0, 4, cfg.model.image_size)
+    return Avatar.create(networks, frames=frames, landmarks=marks, finetune=False, progress=False)
 
 
 def run(name: str, threads: int, clip: Path, seconds: float) -> dict:
@@ -68,7 +66,9 @@ def run(name: str, threads: int, clip: Path, seconds: float) -> dict:
             out_latency.append((frame.captured_at - started, time.monotonic() - frame.captured_at))
 
     load_before = os.getloadavg()
+    cpu_before = time.process_time()
     live = run_live(session, VideoFileSource(clip, loop=True), on_frame, seconds=seconds)
+    cpu_seconds = time.process_time() - cpu_before
     times = np.array([t for t, _ in out_latency])
     latency = np.array([latency for _, latency in out_latency]) * 1000
     windows = []
@@ -90,6 +90,9 @@ def run(name: str, threads: int, clip: Path, seconds: float) -> dict:
         "latency_median_ms": round(float(np.median(latency)), 1),
         "latency_p95_ms": round(float(np.percentile(latency, 95)), 1),
         "latency_windows": windows,
+        # CPU time of the whole process (decoding every camera frame included) per frame out: what the
+        # frames cost whatever the load; 1000 / it is the frame rate one idle core would give.
+        "cpu_ms_per_frame_out": round(1000 * cpu_seconds / max(1, len(latency)), 1),
         "tracker": live.summary["tracker"],
         "messages": live.messages,
         "load_before": [round(x, 2) for x in load_before],
