@@ -224,6 +224,7 @@ class SlowSession:
         self.config = LiveConfig(camera_timeout=0.3, stats_window=10_000)
         self.stats = LatencyStats(10_000)
         self.indices: list[int] = []
+        self.retargeting = False
 
     def process(self, image, arrived_at):
         time.sleep(self.seconds)
@@ -272,6 +273,21 @@ def test_an_unplugged_camera_is_reported_and_the_last_frame_kept() -> None:
     repeats = [m for again, m in seen if again]
     assert repeats and all("last frame is kept" in m for m in repeats)
     assert session.indices[-1] == 39  # frames came again after the camera returned
+
+
+def test_a_camera_that_never_opens_is_reported() -> None:
+    class Unplugged:
+        name, fps = "test camera", 25.0
+
+        def frames(self):
+            raise CameraLost("test camera: cannot open the camera: no such device")
+            yield  # a generator
+
+    seen: list[LiveFrame] = []
+    run = run_live(SlowSession(0.0), Unplugged(), lambda result, frame, message: seen.append(result),
+                   seconds=1.0)  # fmt: skip
+    assert seen and all(r.avatar is None and "no such device" in r.message for r in seen)
+    assert run.summary["frames"] == 0 and "no such device" in run.messages[0]
 
 
 def test_latency_stats_figures() -> None:

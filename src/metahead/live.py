@@ -545,7 +545,12 @@ tick();
                 except (BrokenPipeError, ConnectionResetError):
                     return
 
-        self._http = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._http = ThreadingHTTPServer((host, port), Handler)
+        except OSError as err:
+            raise ValueError(
+                f"{host}:{port}: cannot serve the live page there ({err}); try another --port"
+            ) from None
         self._http.daemon_threads = True
         self.url = f"http://{host}:{self._http.server_address[1]}/"
         self._thread = threading.Thread(
@@ -656,7 +661,8 @@ def live_frames(
 ) -> Iterator[tuple[LiveFrame, TimedFrame | None]]:
     """Process `source` through `session`, always the newest frame, until the source ends, `seconds` pass
     or `stop` is set; yields (result, its frame). When the source stops delivering (a camera unplugged),
-    yields the last good result again with the reason and frame None, every camera_timeout seconds.
+    yields the last good result again (or an empty one) with the reason and frame None, every
+    camera_timeout seconds.
     `run`, when given, collects the figures, latencies and messages."""
     mailbox = LatestFrame()
     pump = FramePump(source, mailbox, retry=retry_camera).start()
@@ -679,7 +685,9 @@ def live_frames(
                 message = pump.error or f"{source.name}: no frame for {session.config.camera_timeout:g} s"
                 message += "; the last frame is kept"
                 note(message)
-                if last is not None:
+                if last is None:  # nothing shown yet (a camera that never opened): say so all the same
+                    yield LiveFrame(None, None, False, message, None, 0.0, session.retargeting), None
+                else:
                     yield dataclasses.replace(last, fresh=False, message=message), None
                 continue
             session.stats.dropped = mailbox.dropped
