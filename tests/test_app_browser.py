@@ -17,6 +17,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -353,13 +354,14 @@ def test_live_tab_with_a_fake_camera(app, browser, tmp_path) -> None:
     status = _text(browser, "live-status")
     assert "frames/s" in status and "retargeted onto the avatar's face" in status, status
 
+    model_size = re.search(r"\d+×\d+", _text(browser, "model-status")).group()
     times = [t for t, _ in shown]
     fps = (len(times) - 1) / ((times[-1] - times[0]) / 1000)
     latency = _capture_to_display(captured, times)
     thirds = [_avatar_third(src) for _, src in shown]
     changes = [float(np.abs(a - b).mean()) for a, b in zip(thirds[:-1], thirds[1:])]
     print(
-        f"\nlive in the browser (tiny 32² model, 1 thread, load {os.getloadavg()[0]:.1f}): {len(shown)} "
+        f"\nlive in the browser ({model_size} model, 1 thread, load {os.getloadavg()[0]:.1f}): {len(shown)} "
         f"frames shown in {(times[-1] - times[0]) / 1000:.1f} s = {fps:.1f} frames/s of {len(captured)} "
         "captured; "
         f"capture → display latency median {np.median(latency):.0f} ms, 95th percentile "
