@@ -365,7 +365,7 @@ def build_app(service: AppService) -> Any:
         play_button.click(live_file, [avatar_state, live_video, live_retarget, live_tab],
                           [live_output, live_status], **live_work)  # fmt: skip
         neutral_button.click(live.set_neutral, live_tab, live_note, **quick)
-        live_timer.tick(live_idle, live_tab, live_status, **quick)
+        live_timer.tick(live_idle, live_tab, live_status, concurrency_limit=None, show_progress="hidden")
     return page
 
 
