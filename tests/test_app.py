@@ -27,6 +27,7 @@ from metahead.app.service import (
 )
 from metahead.avatar import Avatar
 from metahead.cli import build_parser
+from metahead.landmarks.detect import make_detector
 from metahead.live import synthetic_camera_clip, synthetic_camera_frames
 
 DRIVER_FRAMES = 6
@@ -277,7 +278,13 @@ def test_live_sessions_drive_the_apps_avatar(service, ft_avatar, tmp_path) -> No
     """The Live tab's work: camera frames of one browser tab drive its avatar (the real detector on a
     synthetic webcam-like frame), a frame without a face keeps the last one, a busy tab drops frames, a
     stalled camera is reported, and a video file plays as a camera."""
-    live = LiveSessions(service)
+    made = []
+
+    def detector():
+        made.append(1)
+        return make_detector("dlib", detect_max_side=320)
+
+    live = LiveSessions(service, detector_factory=detector)
     frames = synthetic_camera_frames(seconds=0.4)  # 10 frames, a 200 px face in 320×240
     with pytest.raises(AppInputError, match="make an avatar"):
         live.frame("tab", None, frames[0])
@@ -287,6 +294,8 @@ def test_live_sessions_drive_the_apps_avatar(service, ft_avatar, tmp_path) -> No
     assert views[-1].panel.shape == (size, 3 * size, 3)
     assert "frames/s" in views[-1].status and "retargeted onto the avatar's face" in views[-1].status
     assert "Neutral face set" in live.set_neutral("tab")
+    assert live.frame("second tab", ft_avatar.avatar_path, frames[0], "off").fresh
+    assert len(made) == 1  # tabs share the detector (one frame at a time here)
 
     # the face leaves: within a few frames (the tracker's next checks) the page says so and keeps its frame
     blank = [live.frame("tab", ft_avatar.avatar_path, np.full_like(frames[0], 90), "on") for _ in range(12)]

@@ -9,17 +9,22 @@ while the last one is pending); a frame that still arrives while its tab's sessi
 here too, never queued. A tab whose frames stop (camera unplugged, stream stopped) keeps showing the last
 avatar frame; `idle_status` says how long nothing came. A video file can be played as a camera
 (`play_file`): frames at its own rate, the newest one processed, late ones dropped.
+
+Landmark detectors (dlib's: ~70 MB and seconds to load each) are shared by all tabs: a frame borrows one
+for its processing, so there are only as many as frames processed at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,13 +52,43 @@ class _Tab:
     last_frame_at: float
 
 
+class DetectorPool:
+    """Landmark detectors made on demand and lent one at a time: as many exist as were ever in use at once."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        self._factory = factory
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[Any]:
+        try:
+            detector = self._free.get_nowait()
+        except queue.Empty:
+            detector = self._factory()
+        try:
+            yield detector
+        finally:
+            self._free.put(detector)
+
+
 class LiveSessions:
     """Live sessions of the app's browser tabs, at most `max_sessions` (the least recently used goes)."""
 
-    def __init__(self, service: AppService, config: LiveConfig | None = None, max_sessions: int = 8):
+    def __init__(
+        self,
+        service: AppService,
+        config: LiveConfig | None = None,
+        max_sessions: int = 8,
+        detector_factory: Callable[[], Any] | None = None,
+    ):
+        from metahead.landmarks.detect import make_detector
+
         self.service = service
         self.config = config or LiveConfig()
         self.max_sessions = max_sessions
+        self._detectors = DetectorPool(
+            detector_factory or (lambda: make_detector("dlib", detect_max_side=self.config.detect_max_side))
+        )
         self._tabs: OrderedDict[str, _Tab] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -70,7 +105,8 @@ class LiveSessions:
                 tab.session.set_retarget(retarget)
                 return tab
         avatar = self.service.avatar(path)  # AppInputError when it is not one of the app's
-        session = LiveSession(avatar, dataclasses.replace(self.config, retarget=retarget))
+        with self._detectors.borrow() as detector:  # lent again for each frame (_process)
+            session = LiveSession(avatar, dataclasses.replace(self.config, retarget=retarget), detector)
         tab = _Tab(session, path, threading.Lock(), time.monotonic())
         with self._lock:
             self._tabs[key] = tab
@@ -92,7 +128,9 @@ class LiveSessions:
             return None
         try:
             tab.last_frame_at = arrived
-            result = tab.session.process(np.asarray(image), arrived)
+            with self._detectors.borrow() as detector:
+                tab.session.tracker.detector = detector
+                result = tab.session.process(np.asarray(image), arrived)
         except ValueError as err:
             raise AppInputError(str(err)) from None
         finally:
@@ -113,7 +151,8 @@ class LiveSessions:
         tab.session.reset()
         source = VideoFileSource(video)
         source.name = display_name(video)
-        with tab.lock:
+        with tab.lock, self._detectors.borrow() as detector:
+            tab.session.tracker.detector = detector
             for result, _ in live_frames(tab.session, source):
                 tab.last_frame_at = time.monotonic()
                 yield self._view(tab.session, result)
@@ -167,4 +206,4 @@ def live_status(session: LiveSession, message: str) -> str:
     return "  \n".join(lines)
 
 
-__all__ = ["LiveSessions", "LiveView", "live_status"]
+__all__ = ["DetectorPool", "LiveSessions", "LiveView", "live_status"]
