@@ -60,9 +60,13 @@ class ScriptedDetector:
 
     name = "scripted"
 
-    def __init__(self) -> None:
+    def __init__(self, script: list[list[np.ndarray]] | None = None) -> None:
         self.faces: list[np.ndarray] = []
         self.full_frame_calls = 0
+        self.script = script  # faces of each frame, by the number in its top-left pixel (_numbered)
+
+    def _faces(self, image: np.ndarray) -> list[np.ndarray]:
+        return self.faces if self.script is None else self.script[_number(image)]
 
     @staticmethod
     def _box(marks: np.ndarray) -> np.ndarray:
@@ -74,10 +78,10 @@ class ScriptedDetector:
         if image.shape != FRAME_SHAPE:
             return []
         self.full_frame_calls += 1
-        return [(self._box(m), 1.0) for m in self.faces]
+        return [(self._box(m), 1.0) for m in self._faces(image)]
 
     def fit(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-        for marks in self.faces:
+        for marks in self._faces(image):
             face = self._box(marks)
             overlap = np.minimum(face[2:], box[2:]) - np.maximum(face[:2], box[:2])
             if (overlap > 0).all() and overlap.prod() > 0.3 * (face[2:] - face[:2]).prod():
@@ -96,6 +100,17 @@ def _session(avatar: Avatar, **config) -> tuple[LiveSession, ScriptedDetector]:
 
 def _frame() -> np.ndarray:
     return np.full(FRAME_SHAPE, 90, np.uint8)
+
+
+def _numbered(shape: tuple[int, ...], i: int) -> np.ndarray:
+    """A frame whose top-left pixel holds its number."""
+    image = np.zeros(shape, np.uint8)
+    image[0, 0, 0], image[0, 0, 1] = i % 256, i // 256
+    return image
+
+
+def _number(image: np.ndarray) -> int:
+    return int(image[0, 0, 0]) + 256 * int(image[0, 0, 1])
 
 
 def _drive(session, detector, faces_per_frame) -> list[LiveFrame]:
@@ -199,8 +214,8 @@ class SteadySource:
     """`count` frames at `fps`, then the end (or, with `fail_after`, a camera that is unplugged once and
     then comes back)."""
 
-    def __init__(self, count: int, fps: float, fail_after: int | None = None):
-        self.count, self.fps, self.fail_after = count, fps, fail_after
+    def __init__(self, count: int, fps: float, fail_after: int | None = None, shape=(8, 8, 3)):
+        self.count, self.fps, self.fail_after, self.shape = count, fps, fail_after, shape
         self.name = "test camera"
         self.opened = 0
 
@@ -211,9 +226,7 @@ class SteadySource:
             time.sleep(max(0.0, start + i / self.fps - time.monotonic()))
             if self.fail_after is not None and self.opened == 1 and i == self.fail_after:
                 raise CameraLost("test camera: unplugged")
-            image = np.zeros((8, 8, 3), np.uint8)
-            image[..., 0], image[..., 1] = i % 256, i // 256  # the frame's number
-            yield i, image
+            yield i, _numbered(self.shape, i)
 
 
 class SlowSession:
@@ -226,15 +239,35 @@ class SlowSession:
         self.indices: list[int] = []
         self.retargeting = False
 
-    def process(self, image, arrived_at):
+    def track(self, image, arrived_at):
         time.sleep(self.seconds)
-        self.indices.append(int(image[0, 0, 0]) + 256 * int(image[0, 0, 1]))
+        self.indices.append(_number(image))
+        return image, arrived_at
+
+    def render(self, tracked):
+        image, arrived_at = tracked
         done = time.monotonic()
         self.stats.add(done - arrived_at, done)
         return LiveFrame(image, image, True, "", None, done - arrived_at, False)
 
     def summary(self):
         return self.stats.summary()
+
+
+def test_pipeline_tracks_in_a_thread_and_renders_each_frame_with_its_own_landmarks(avatar, driver_marks):
+    detector = ScriptedDetector(script=[[m] for m in driver_marks])
+    session = LiveSession(avatar, LiveConfig(count_faces_every=0.0, redetect_every=1000), detector=detector)
+    outputs = []
+    run = run_live(session, SteadySource(len(driver_marks), 50.0, shape=FRAME_SHAPE),
+                   lambda result, frame, message: outputs.append((result, frame)), pipeline=True)  # fmt: skip
+    assert outputs and all(result.fresh for result, _ in outputs)
+    numbers = [frame.index for _, frame in outputs]
+    assert numbers == sorted(numbers) and numbers[-1] >= len(driver_marks) - 2
+    for result, frame in outputs:  # tracked in one thread, rendered in another, still paired
+        assert np.allclose(result.landmarks, driver_marks[frame.index])
+    summary = run.summary
+    assert summary["frames"] + summary["dropped"] >= summary["source_frames"] - 2
+    assert session.tracker.stats["full_detections"] == 1
 
 
 def test_latest_frame_replaces_what_was_not_taken() -> None:

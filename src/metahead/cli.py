@@ -583,6 +583,11 @@ def _add_live(sub) -> None:
     )
     p.add_argument("--camera-fps", type=float, default=25.0, help="frame rate asked of the camera (25)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: the cores idle now)")
+    p.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="track the next frame in a second thread while rendering this one (two cores)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--stats-json", metavar="PATH", help="write the figures and per-frame latencies here")
     p.set_defaults(func=_run_live)
@@ -637,7 +642,7 @@ def _run_live(args) -> int:
 
     run = None
     try:
-        run = run_live(session, source, on_frame, seconds=args.seconds)
+        run = run_live(session, source, on_frame, seconds=args.seconds, pipeline=args.pipeline)
     except KeyboardInterrupt:
         pass
     finally:

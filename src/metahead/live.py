@@ -132,16 +132,17 @@ class TimedFrame:
 
 class LatestFrame:
     """A one-frame mailbox between a frame source and the processing loop: `put` replaces a frame not yet
-    taken (that one is dropped, never queued), `take` waits for the next one."""
+    taken (that one is dropped, never queued), `take` waits for the next one. (Any item will do: the
+    pipeline's tracking stage passes (frame, tracked) pairs.)"""
 
     def __init__(self) -> None:
-        self._frame: TimedFrame | None = None
+        self._frame: Any = None
         self._cond = threading.Condition()
         self._closed = False
         self.put_count = 0
         self.dropped = 0
 
-    def put(self, frame: TimedFrame) -> None:
+    def put(self, frame: Any) -> None:
         with self._cond:
             if self._frame is not None:
                 self.dropped += 1
@@ -149,7 +150,7 @@ class LatestFrame:
             self.put_count += 1
             self._cond.notify()
 
-    def take(self, timeout: float | None = None) -> TimedFrame | None:
+    def take(self, timeout: float | None = None) -> Any:
         """The newest frame, waiting up to `timeout` s; None on timeout or when closed and empty."""
         with self._cond:
             self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
@@ -184,6 +185,18 @@ class LiveFrame:
     retargeted: bool
     landmarks: np.ndarray | None = None  # (68, 2) the driver's, camera pixels (None: no face)
     drawn: np.ndarray | None = None  # (68, 2) what was drawn for G, avatar crop pixels (None: not fresh)
+
+
+@dataclass
+class TrackedFrame:
+    """A camera frame tracked and retargeted, not yet rendered (LiveSession.track → render)."""
+
+    arrived_at: float
+    faces: int | None  # faces seen by this frame's full-frame detection (None: none ran)
+    landmarks: np.ndarray | None = None  # (68, 2) the driver's, camera pixels; None: no face
+    drawn: np.ndarray | None = None  # (68, 2) what G gets, avatar crop pixels
+    driver: np.ndarray | None = None  # (S, S, 3) the driver's crop
+    message: str = ""
 
 
 class LiveSession:
@@ -260,6 +273,10 @@ class LiveSession:
 
     def process(self, image: np.ndarray, arrived_at: float | None = None) -> LiveFrame:
         """Track, retarget and render one camera frame (H, W, 3) uint8 RGB."""
+        return self.render(self.track(image, arrived_at))
+
+    def track(self, image: np.ndarray, arrived_at: float | None = None) -> TrackedFrame:
+        """The first half of `process`: the face tracked, retargeted and placed in the crop."""
         arrived_at = time.monotonic() if arrived_at is None else arrived_at
         image = _check_frame(image)
         result = self.tracker.update(image)
@@ -273,12 +290,7 @@ class LiveSession:
             self._faces_in_view = faces
         if result.face is None:
             self.last_landmarks = None
-            message = (
-                "no face in view: the last frame is kept (face the camera, with light on your face)"
-                if self.last_avatar is not None
-                else "no face in view yet: face the camera, with light on your face"
-            )
-            return self._finish(arrived_at, message, faces, fresh=False)
+            return TrackedFrame(arrived_at, faces)
         landmarks = result.face.landmarks
         self.last_landmarks = landmarks
         if self._neutral is None or self._want_neutral:
@@ -286,21 +298,33 @@ class LiveSession:
         self._box = self._follow_box(self._box, landmarks, image.shape)
         points = self._retargeter(landmarks) if self.retargeting else landmarks
         crop_points = to_crop_coordinates(points, self._box, self.avatar.image_size)
-        drawn = self.avatar.landmark_images(crop_points[None])
-        avatar = to_uint8(self.avatar.render_images(drawn))[0]
-        driver = crop_frame(image, self._box, self.avatar.image_size)
-        self.last_avatar = avatar
-        self.last_panel = np.concatenate([driver, to_uint8(drawn)[0], avatar], axis=1)
         message = ""
         if self._faces_in_view is not None and self._faces_in_view > 1:
             message = f"{self._faces_in_view} faces in view: following one of them (the first found)"
-        return self._finish(arrived_at, message, faces, True, landmarks, crop_points)
+        driver = crop_frame(image, self._box, self.avatar.image_size)
+        return TrackedFrame(arrived_at, faces, landmarks, crop_points, driver, message)
 
-    def _finish(self, arrived_at, message, faces, fresh, landmarks=None, drawn=None) -> LiveFrame:
+    def render(self, tracked: TrackedFrame) -> LiveFrame:
+        """The second half of `process`: the avatar's frame (or the last good one, and why)."""
+        if tracked.drawn is None:
+            message = (
+                "no face in view: the last frame is kept (face the camera, with light on your face)"
+                if self.last_avatar is not None
+                else "no face in view yet: face the camera, with light on your face"
+            )
+            return self._finish(tracked, message, fresh=False)
+        drawn = self.avatar.landmark_images(tracked.drawn[None])
+        avatar = to_uint8(self.avatar.render_images(drawn))[0]
+        self.last_avatar = avatar
+        self.last_panel = np.concatenate([tracked.driver, to_uint8(drawn)[0], avatar], axis=1)
+        return self._finish(tracked, tracked.message, fresh=True)
+
+    def _finish(self, tracked: TrackedFrame, message: str, fresh: bool) -> LiveFrame:
         done = time.monotonic()
-        self.stats.add(done - arrived_at, done)
-        return LiveFrame(self.last_avatar, self.last_panel, fresh, message, faces, done - arrived_at,
-                         self.retargeting, landmarks, drawn)  # fmt: skip
+        latency = done - tracked.arrived_at
+        self.stats.add(latency, done)
+        return LiveFrame(self.last_avatar, self.last_panel, fresh, message, tracked.faces, latency,
+                         self.retargeting, tracked.landmarks, tracked.drawn)  # fmt: skip
 
     def _crop_box(self, landmarks: np.ndarray, image_shape: tuple[int, ...] | None) -> np.ndarray:
         shape = image_shape[:2] if image_shape is not None else (1 << 20, 1 << 20)
@@ -651,6 +675,42 @@ class LiveRun:
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, latency)
 
 
+class TrackingStage:
+    """Tracking in a thread of its own (`live_frames(pipeline=True)`): it tracks the newest camera frame
+    while the caller renders the previous one, so on two cores a frame takes max(track, render) instead of
+    their sum. Its results go through a LatestFrame as well: never queued."""
+
+    def __init__(self, session: LiveSession, frames: LatestFrame):
+        self.session = session
+        self.frames = frames
+        self.out = LatestFrame()  # (TimedFrame, TrackedFrame)
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metahead-live-track", daemon=True)
+
+    def start(self) -> TrackingStage:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self.frames.take(timeout=0.1)
+                if frame is None:
+                    if self.frames.closed:
+                        return
+                    continue
+                self.out.put((frame, self.session.track(frame.image, frame.captured_at)))
+        except BaseException as err:  # handed to the rendering side
+            self.error = err
+        finally:
+            self.out.close()
+
+
 def live_frames(
     session: LiveSession,
     source: FrameSource,
@@ -658,14 +718,17 @@ def live_frames(
     stop: threading.Event | None = None,
     retry_camera: bool = True,
     run: LiveRun | None = None,
+    pipeline: bool = False,
 ) -> Iterator[tuple[LiveFrame, TimedFrame | None]]:
     """Process `source` through `session`, always the newest frame, until the source ends, `seconds` pass
     or `stop` is set; yields (result, its frame). When the source stops delivering (a camera unplugged),
     yields the last good result again (or an empty one) with the reason and frame None, every
-    camera_timeout seconds.
+    camera_timeout seconds. pipeline: track in a thread of its own (TrackingStage) while rendering here.
     `run`, when given, collects the figures, latencies and messages."""
     mailbox = LatestFrame()
     pump = FramePump(source, mailbox, retry=retry_camera).start()
+    stage = TrackingStage(session, mailbox).start() if pipeline else None
+    inbox = mailbox if stage is None else stage.out
     started = time.monotonic()
     run = run if run is not None else LiveRun(summary={})
     last: LiveFrame | None = None
@@ -674,13 +737,16 @@ def live_frames(
         if message and (not run.messages or run.messages[-1] != message):
             run.messages.append(message)
 
+    def dropped() -> int:
+        return mailbox.dropped + (0 if stage is None else stage.out.dropped)
+
     try:
         while not (stop is not None and stop.is_set()) and (
             seconds is None or time.monotonic() - started < seconds
         ):
-            frame = mailbox.take(timeout=session.config.camera_timeout)
-            if frame is None:
-                if mailbox.closed:
+            item = inbox.take(timeout=session.config.camera_timeout)
+            if item is None:
+                if inbox.closed:
                     break
                 message = pump.error or f"{source.name}: no frame for {session.config.camera_timeout:g} s"
                 message += "; the last frame is kept"
@@ -690,18 +756,25 @@ def live_frames(
                 else:
                     yield dataclasses.replace(last, fresh=False, message=message), None
                 continue
-            session.stats.dropped = mailbox.dropped
-            last = session.process(frame.image, frame.captured_at)
+            frame, tracked = (
+                item if stage is not None else (item, session.track(item.image, item.captured_at))
+            )
+            session.stats.dropped = dropped()
+            last = session.render(tracked)
             run.latencies.append((frame.captured_at - started, last.latency))
             note(last.message)
             yield last, frame
     finally:
+        if stage is not None:
+            stage.stop()
         pump.stop()
-        session.stats.dropped = mailbox.dropped
+        session.stats.dropped = dropped()
         run.summary = {**session.summary(), "source_frames": mailbox.put_count, "source_fps": source.fps,
                        "seconds": time.monotonic() - started}  # fmt: skip
         if pump.error:
             note(pump.error)
+    if stage is not None and stage.error is not None:
+        raise stage.error
 
 
 def run_live(
@@ -711,10 +784,11 @@ def run_live(
     seconds: float | None = None,
     stop: threading.Event | None = None,
     retry_camera: bool = True,
+    pipeline: bool = False,
 ) -> LiveRun:
     """`live_frames` to the end, each result handed to on_frame(result, its frame or None, message)."""
     run = LiveRun(summary={})
-    for result, frame in live_frames(session, source, seconds, stop, retry_camera, run):
+    for result, frame in live_frames(session, source, seconds, stop, retry_camera, run, pipeline):
         if on_frame is not None:
             on_frame(result, frame, result.message)
     return run
@@ -790,6 +864,8 @@ __all__ = [
     "LiveSession",
     "MjpegServer",
     "TimedFrame",
+    "TrackedFrame",
+    "TrackingStage",
     "VideoFileSource",
     "encode_jpeg",
     "live_frames",
