@@ -14,6 +14,7 @@ speed does not depend on training.
     python benchmarks/bench_live.py                                  # demo (64²) and cpu-128, 1 and 2 threads
     python benchmarks/bench_live.py --presets demo --threads 2 --seconds 60
     python benchmarks/bench_live.py --clip ../shared/data/real-dev/video/liveportrait_d11.mp4   # a real face
+    python benchmarks/bench_live.py --pipeline      # tracking in its own thread (metahead live --pipeline)
 
 HOG finds the synthetic faces only from about 190 px, so with the synthetic clip the tracker's checks in a
 small window near the face often fall back on full-frame detections; a real face is found from ~80 px.
@@ -57,7 +58,7 @@ def untrained_avatar(name: str) -> Avatar:
     return Avatar.create(networks, frames=frames, landmarks=marks, finetune=False, progress=False)
 
 
-def run(name: str, threads: int, clip: Path, seconds: float) -> dict:
+def run(name: str, threads: int, clip: Path, seconds: float, pipeline: bool = False) -> dict:
     torch.set_num_threads(threads)
     avatar = untrained_avatar(name)
     session = LiveSession(avatar, LiveConfig())
@@ -71,7 +72,7 @@ def run(name: str, threads: int, clip: Path, seconds: float) -> dict:
 
     load_before = os.getloadavg()
     cpu_before = time.process_time()
-    live = run_live(session, VideoFileSource(clip, loop=True), on_frame, seconds=seconds)
+    live = run_live(session, VideoFileSource(clip, loop=True), on_frame, seconds=seconds, pipeline=pipeline)
     cpu_seconds = time.process_time() - cpu_before
     times = np.array([t for t, _ in out_latency])
     latency = np.array([latency for _, latency in out_latency]) * 1000
@@ -86,6 +87,7 @@ def run(name: str, threads: int, clip: Path, seconds: float) -> dict:
         "preset": name,
         "image_size": avatar.image_size,
         "threads": threads,
+        "pipeline": pipeline,
         "seconds": round(live.summary["seconds"], 1),
         "source_frames": live.summary["source_frames"],
         "frames_out": int(len(latency)),
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="+", default=["demo", "cpu-128"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--pipeline", action="store_true", help="track and render in two threads")
     parser.add_argument(
         "--clip", type=Path, help="drive with this video (a real face), not the synthetic one"
     )
@@ -118,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             Path(folder) / "camera.mp4", seconds=8.0, width=640, height=480, face=240
         )
         results = [
-            run(name, threads, clip, args.seconds) for name in args.presets for threads in args.threads
+            run(name, threads, clip, args.seconds, args.pipeline)
+            for name in args.presets
+            for threads in args.threads
         ]
     summary = {"live": results, "clip": str(args.clip or "synthetic 640x480"), "cpu_count": os.cpu_count()}
     json.dump(summary, sys.stdout, indent=1)
