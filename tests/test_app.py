@@ -320,6 +320,9 @@ def test_live_sessions_drive_the_apps_avatar(service, ft_avatar, tmp_path) -> No
     played = list(live.play_file("tab", ft_avatar.avatar_path, clip, "auto"))
     assert played and sum(view.fresh for view in played) >= 1
     assert all(view.panel is not None for view in played if view.fresh)
+    assert "Played `driver.mp4` to its end" in played[-1].status
+    live._tabs["tab"].last_frame_at -= 10.0
+    assert live.idle_status("tab") is None  # a file that ended is no camera that stopped
     with pytest.raises(AppInputError, match="not a video"):
         list(live.play_file("tab", ft_avatar.avatar_path, text_file(tmp_path / "notes.txt"), "auto"))
     live.close("tab")

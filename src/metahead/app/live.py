@@ -50,6 +50,7 @@ class _Tab:
     avatar_path: Path
     lock: threading.Lock
     last_frame_at: float
+    played_file: bool = False  # the last frames came from a video file that ended: no camera to miss
 
 
 class DetectorPool:
@@ -127,7 +128,7 @@ class LiveSessions:
             tab.session.stats.dropped += 1
             return None
         try:
-            tab.last_frame_at = arrived
+            tab.last_frame_at, tab.played_file = arrived, False
             with self._detectors.borrow() as detector:
                 tab.session.tracker.detector = detector
                 result = tab.session.process(np.asarray(image), arrived)
@@ -156,6 +157,8 @@ class LiveSessions:
             for result, _ in live_frames(tab.session, source):
                 tab.last_frame_at = time.monotonic()
                 yield self._view(tab.session, result)
+            tab.played_file = True
+        yield LiveView(None, live_status(tab.session, "") + f"  \nPlayed `{source.name}` to its end.", False)
 
     def set_neutral(self, key: str) -> str:
         with self._lock:
@@ -170,7 +173,7 @@ class LiveSessions:
         """A message when tab `key` had frames but none for camera_timeout seconds; else None."""
         with self._lock:
             tab = self._tabs.get(key)
-        if tab is None or tab.session.stats.frames == 0:
+        if tab is None or tab.session.stats.frames == 0 or tab.played_file:
             return None
         idle = time.monotonic() - tab.last_frame_at
         if idle < self.config.camera_timeout:
