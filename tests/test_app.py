@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from app_inputs import blank_photo, person_video, photos, text_file, tiny_model, two_people_photo
+from metahead.app.live import LiveSessions
 from metahead.app.service import (
     IN_CHECKOUT,
     STARTED_IN,
@@ -29,6 +30,8 @@ from metahead.app.service import (
 )
 from metahead.avatar import Avatar
 from metahead.cli import build_parser
+from metahead.landmarks.detect import make_detector
+from metahead.live import synthetic_camera_clip, synthetic_camera_frames
 
 DRIVER_FRAMES = 6
 REPO = Path(__file__).resolve().parents[1]
@@ -322,6 +325,64 @@ def test_synthetic_drivers_are_rendered_once_per_size(service) -> None:
     assert first.is_file() and _frames(first)[0] == DRIVER_FRAMES
     stamp = first.stat().st_mtime_ns
     assert service.driver_preview(service.driver_names()[1]).stat().st_mtime_ns == stamp
+
+
+# --- live ---------------------------------------------------------------------------------------------------
+
+
+def test_live_sessions_drive_the_apps_avatar(service, ft_avatar, tmp_path) -> None:
+    """The Live tab's work: camera frames of one browser tab drive its avatar (the real detector on a
+    synthetic webcam-like frame), a frame without a face keeps the last one, a busy tab drops frames, a
+    stalled camera is reported, and a video file plays as a camera."""
+    made = []
+
+    def detector():
+        made.append(1)
+        return make_detector("dlib", detect_max_side=320)
+
+    live = LiveSessions(service, detector_factory=detector)
+    frames = synthetic_camera_frames(seconds=0.4)  # 10 frames, a 200 px face in 320×240
+    with pytest.raises(AppInputError, match="make an avatar"):
+        live.frame("tab", None, frames[0])
+    views = [live.frame("tab", ft_avatar.avatar_path, frame, "on") for frame in frames]
+    assert all(view is not None and view.fresh for view in views)
+    size = ft_avatar.image_size
+    assert views[-1].panel.shape == (size, 3 * size, 3)
+    assert "frames/s" in views[-1].status and "retargeted onto the avatar's face" in views[-1].status
+    assert "Neutral face set" in live.set_neutral("tab")
+    assert live.frame("second tab", ft_avatar.avatar_path, frames[0], "off").fresh
+    assert len(made) == 1  # tabs share the detector (one frame at a time here)
+
+    # the face leaves: within a few frames (the tracker's next checks) the page says so and keeps its frame
+    blank = [live.frame("tab", ft_avatar.avatar_path, np.full_like(frames[0], 90), "on") for _ in range(12)]
+    assert blank[-1].panel is None and not blank[-1].fresh and "no face in view" in blank[-1].status
+    assert "next face seen" in live.set_neutral("tab")
+    assert "Start the camera" in live.set_neutral("another tab")
+
+    tab = live._tabs["tab"]
+    with tab.lock:  # the tab's previous frame is still being processed: this one is dropped
+        assert live.frame("tab", ft_avatar.avatar_path, frames[0], "on") is None
+    assert live.summary("tab")["dropped"] == 1
+    assert live.idle_status("tab") is None
+    tab.last_frame_at -= 10.0
+    assert "no camera frame for 10 s" in live.idle_status("tab")
+
+    with pytest.raises(AppInputError, match="not one of this app's"):
+        live.frame("tab", tmp_path / "elsewhere.avatar", frames[0])
+    with pytest.raises(AppInputError, match="retarget"):
+        live.frame("tab", ft_avatar.avatar_path, frames[0], "sideways")
+
+    clip = synthetic_camera_clip(tmp_path / "driver.mp4", seconds=0.8)
+    played = list(live.play_file("tab", ft_avatar.avatar_path, clip, "auto"))
+    assert played and sum(view.fresh for view in played) >= 1
+    assert all(view.panel is not None for view in played if view.fresh)
+    assert "Played `driver.mp4` to its end" in played[-1].status
+    live._tabs["tab"].last_frame_at -= 10.0
+    assert live.idle_status("tab") is None  # a file that ended is no camera that stopped
+    with pytest.raises(AppInputError, match="not a video"):
+        list(live.play_file("tab", ft_avatar.avatar_path, text_file(tmp_path / "notes.txt"), "auto"))
+    live.close("tab")
+    assert live.summary("tab") is None
 
 
 # --- the page ---------------------------------------------------------------------------------------------

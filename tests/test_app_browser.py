@@ -1,18 +1,23 @@
 """`metahead app` end to end in a real browser: Debian's Chromium, headless, driven by Selenium through
 chromium-driver. Starts the app as a subprocess on a free port with a tiny random model, then upload →
-avatar → animate on synthetic inputs; a bad upload; two tabs at once; and no request leaves this machine
-(every host but localhost resolves to nothing, and the performance log lists each request).
+avatar → animate on synthetic inputs; a bad upload; two tabs at once; the Live tab driven by Chromium's
+fake camera playing a synthetic clip; and no request leaves this machine (every host but localhost
+resolves to nothing, and the performance log lists each request).
 
 Run with `pytest -m browser tests/test_app_browser.py` (`make test-browser`); skips where Chromium,
 chromedriver or selenium are missing. METAHEAD_APP_SCREENSHOTS=DIR keeps the screenshots there, and
 METAHEAD_APP_MODEL=MODEL serves that model instead of the tiny random one ("default": no --model, so the
-app looks for `make demo`'s model; docs/app.md, the screenshot).
+app looks for `make demo`'s model; docs/app.md, the screenshot). METAHEAD_LIVE_SECONDS=S streams the fake
+camera for at least S seconds in the Live test (docs/app.md's browser figures: 60).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,9 +28,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app_inputs import photos, text_file, tiny_model
+from metahead.live import synthetic_camera_clip
 
 pytestmark = pytest.mark.browser
 
@@ -45,6 +53,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
     )
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+LIVE_SECONDS = float(os.environ.get("METAHEAD_LIVE_SECONDS", "0"))
 SERVER_START_SECONDS = 120
 WAIT_SECONDS = 180
 
@@ -100,7 +109,13 @@ def app(tmp_path_factory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
+def camera_clip(tmp_path_factory) -> Path:
+    """What Chromium's fake camera plays (looped): a synthetic person talking, 320×240, 4 s at 25 fps."""
+    return synthetic_camera_clip(tmp_path_factory.mktemp("camera") / "camera.y4m", seconds=4.0, fps=25.0)
+
+
+@pytest.fixture(scope="module")
+def browser(camera_clip) -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in (
@@ -109,6 +124,9 @@ def browser() -> Iterator[webdriver.Chrome]:
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         # every host but this machine resolves to nothing: the page must load without a network
         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
+        # the webcam: a clip the test made, access granted without asking
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={camera_clip}",
     ):  # fmt: skip
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
@@ -270,4 +288,95 @@ def test_two_tabs_at_once(app, browser, tmp_path) -> None:
                 browser.switch_to.window(handle)
                 browser.close()
         browser.switch_to.window(first)
+    assert not _off_machine(_requested_urls(browser))
+
+
+# Records when the page captures a camera frame (Gradio's webcam stream encodes each one with toDataURL)
+# and when a new live frame is shown, in the page's own clock.
+LIVE_PROBE = """
+window.__captured = []; window.__shown = [];
+const encode = HTMLCanvasElement.prototype.toDataURL;
+HTMLCanvasElement.prototype.toDataURL = function(...args) {
+  window.__captured.push(performance.now()); return encode.apply(this, args); };
+let last = null;
+window.__probe = setInterval(() => {
+  const img = document.querySelector('#live-output img.mh-live');
+  if (img && img.src !== last) { last = img.src; window.__shown.push([performance.now(), img.src]); }
+}, 2);
+"""
+
+
+def _capture_to_display(captured: list[float], shown: list[float]) -> np.ndarray:
+    """Estimated camera-capture → display latency (ms) of each shown frame but the first. Gradio keeps only
+    the newest frame sent and processes it when the previous one is done: frame k is the newest capture
+    after frame k-1's that was waiting when frame k-1 was shown, or, if none was, the first one after."""
+    captured = np.asarray(captured)
+    used = captured[captured <= shown[0]][-1:]  # the first shown frame's capture, at the latest
+    latencies = []
+    for before, now in zip(shown[:-1], shown[1:]):
+        since = captured[captured > (used[0] if len(used) else -np.inf)]
+        waiting, later = since[since <= before], since[(since > before) & (since <= now)]
+        used = waiting[-1:] if len(waiting) else later[:1]
+        if len(used):
+            latencies.append(now - used[0])
+    return np.asarray(latencies)
+
+
+def _avatar_third(data_url: str) -> np.ndarray:
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGB"))
+    return image[:, 2 * image.shape[1] // 3 :].astype(np.int16)
+
+
+def test_live_tab_with_a_fake_camera(app, browser, tmp_path) -> None:
+    """Chromium's fake camera plays a synthetic talking person: the Live tab shows avatar frames that
+    change with the driver, its figures, and says so when the camera stops (keeping the last frame)."""
+    browser.get(app["url"])
+    _upload(browser, "photos", photos(tmp_path / "photos", 2))
+    _wait(browser, lambda d: "2 photos ready" in _text(d, "make-status"), 60)
+    browser.find_element(By.XPATH, "//*[@id='mode']//label[contains(., 'feed-forward')]").click()
+    browser.find_element(By.ID, "make").click()
+    _wait(browser, lambda d: "Avatar made" in _text(d, "make-status"), WAIT_SECONDS, "the avatar")
+
+    browser.find_element(By.XPATH, "//button[@role='tab'][normalize-space()='Live']").click()
+    camera = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#live-camera"))[0]
+    browser.execute_script(LIVE_PROBE)
+    camera.find_element(By.CSS_SELECTOR, "[title='grant webcam access'] button").click()
+    _wait(browser, lambda d: camera.find_elements(By.CSS_SELECTOR, "button[aria-label='capture photo']"), 60)
+    camera.find_element(By.CSS_SELECTOR, "button[aria-label='capture photo']").click()  # start streaming
+    started = time.monotonic()
+    _wait(browser, lambda d: len(d.execute_script("return window.__shown")) >= 40, WAIT_SECONDS,
+          "live frames in the page")  # fmt: skip
+    browser.find_element(By.ID, "live-neutral").click()
+    _wait(browser, lambda d: "Neutral face set" in _text(d, "live-note"), 60, "the neutral face")
+    time.sleep(max(2.0, LIVE_SECONDS - (time.monotonic() - started)))
+    shown = browser.execute_script("return window.__shown")
+    captured = browser.execute_script("return window.__captured")
+    status = _text(browser, "live-status")
+    assert "frames/s" in status and "retargeted onto the avatar's face" in status, status
+
+    model_size = re.search(r"\d+×\d+", _text(browser, "model-status")).group()
+    times = [t for t, _ in shown]
+    fps = (len(times) - 1) / ((times[-1] - times[0]) / 1000)
+    latency = _capture_to_display(captured, times)
+    thirds = [_avatar_third(src) for _, src in shown]
+    changes = [float(np.abs(a - b).mean()) for a, b in zip(thirds[:-1], thirds[1:])]
+    print(
+        f"\nlive in the browser ({model_size} model, 1 thread, load {os.getloadavg()[0]:.1f}): {len(shown)} "
+        f"frames shown in {(times[-1] - times[0]) / 1000:.1f} s = {fps:.1f} frames/s of {len(captured)} "
+        "captured; "
+        f"capture → display latency median {np.median(latency):.0f} ms, 95th percentile "
+        f"{np.percentile(latency, 95):.0f} ms (estimated), medians by thirds of the run "
+        f"{[round(float(np.median(part))) for part in np.array_split(latency, 3)]} ms; the server: "
+        f"{status.splitlines()[0]}"
+    )
+    assert fps > 0.5 and time.monotonic() - started < WAIT_SECONDS
+    # the avatar moves with the driver: most consecutive frames differ
+    assert sum(change > 0.5 for change in changes) >= len(changes) // 2, changes
+
+    # the camera stops: the page says so and keeps the last frame
+    camera.find_element(By.XPATH, ".//button[contains(., 'Stop')]").click()
+    last = browser.execute_script("return window.__shown.length")
+    _wait(browser, lambda d: "no camera frame" in _text(d, "live-status"), 30, "the stopped-camera notice")
+    assert browser.execute_script("return window.__shown.length") <= last + 1  # at most one in flight
+    assert browser.find_element(By.CSS_SELECTOR, "#live-output img.mh-live").get_attribute("src")
     assert not _off_machine(_requested_urls(browser))

@@ -553,6 +553,115 @@ def _run_export(args) -> int:
     return 0
 
 
+def _add_live(sub) -> None:
+    p = sub.add_parser(
+        "live",
+        help="drive an avatar live from a camera (or a video replayed in real time); MJPEG page, recording",
+        description="Track the face in each camera frame, move its pose and expression onto AVATAR and "
+        "render it, in real time: frames the machine cannot keep up with are dropped, never queued. The "
+        "output (driver | landmarks | avatar) is served as a local web page with an MJPEG stream (no window "
+        "needed) and can be recorded. Prints frames/s and latency (frame in -> avatar frame out). See "
+        "docs/app.md.",
+    )
+    p.add_argument("avatar", metavar="AVATAR", help="avatar file (`metahead avatar` or the app)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--camera", metavar="N|URL", help="camera index (/dev/videoN) or a stream URL")
+    source.add_argument("--driving", metavar="VIDEO", help="a video file, replayed at its own frame rate")
+    p.add_argument("--loop", action="store_true", help="replay --driving over and over")
+    p.add_argument("--record", metavar="OUT.mp4", help="also write the stream to this video (.mp4/.mov/.mkv)")
+    p.add_argument("--host", default="127.0.0.1", help="address of the MJPEG page (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8090, help="port of the MJPEG page (8090; 0: any free port)")
+    p.add_argument("--no-page", action="store_true", help="serve no page (with --record: a file only)")
+    p.add_argument(
+        "--retarget",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="move the driver's expression onto the avatar's face shape (auto: unless the same shape)",
+    )
+    p.add_argument(
+        "--seconds", type=float, help="stop after this long (default: the end of --driving, or Ctrl+C)"
+    )
+    p.add_argument("--camera-fps", type=float, default=25.0, help="frame rate asked of the camera (25)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: the cores idle now)")
+    p.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="track the next frame in a second thread while rendering this one (two cores)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--stats-json", metavar="PATH", help="write the figures and per-frame latencies here")
+    p.set_defaults(func=_run_live)
+
+
+def _run_live(args) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from metahead.avatar import Avatar
+    from metahead.demo import choose_threads
+    from metahead.fileio import atomic_write_text
+    from metahead.live import (
+        CameraSource,
+        LiveConfig,
+        LiveRecorder,
+        LiveSession,
+        MjpegServer,
+        VideoFileSource,
+        run_live,
+    )
+
+    if args.no_page and not args.record:
+        raise ValueError("--no-page needs --record (else the stream goes nowhere)")
+    torch.set_num_threads(choose_threads(args.threads))
+    avatar = Avatar.load(args.avatar, device=_device(args.device))
+    source = (
+        VideoFileSource(args.driving, loop=args.loop)
+        if args.driving
+        else CameraSource(args.camera, fps=args.camera_fps)
+    )
+    session = LiveSession(avatar, LiveConfig(retarget=args.retarget))
+    page = None if args.no_page else MjpegServer(args.host, args.port)
+    recorder = LiveRecorder(args.record, source.fps) if args.record else None
+    if page is not None:
+        print(f"live: {page.url} (driver | landmarks | avatar); Ctrl+C stops", flush=True)
+    last_report = [time.monotonic()]
+
+    def on_frame(result, frame, message) -> None:
+        figures = session.stats.describe()
+        if page is not None:
+            page.publish(result.panel if result.fresh or frame is None else None, message, figures)
+        if recorder is not None and frame is not None and result.panel is not None:
+            recorder.add(result.panel, frame.index)
+        now = time.monotonic()
+        if now - last_report[0] >= 5.0:
+            last_report[0] = now
+            print(f"live: {figures}" + (f" | {message}" if message else ""), flush=True)
+
+    run = None
+    try:
+        run = run_live(session, source, on_frame, seconds=args.seconds, pipeline=args.pipeline)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if page is not None:
+            page.close()
+        source_frames = None if run is None else run.summary["source_frames"]
+        written = recorder.close(source_frames) if recorder is not None else 0
+    summary = session.summary() if run is None else run.summary
+    print(f"live: {session.stats.describe()}; tracker {summary['tracker']}")
+    if run is not None and run.messages:
+        print("live: reported: " + "; ".join(run.messages[:5]))
+    if recorder is not None:
+        print(f"recorded: {args.record} ({written} frames at {source.fps:g} fps)")
+    if args.stats_json:
+        data = {**summary, "latencies": [] if run is None else run.latencies}
+        atomic_write_text(Path(args.stats_json), json.dumps(data, indent=1, default=str))
+    return 0
+
+
 def _add_app(sub) -> None:
     p = sub.add_parser(
         "app",
@@ -610,6 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_export(sub)
     _add_app(sub)
+    _add_live(sub)
     return parser
 
 

@@ -86,6 +86,8 @@ class AppConfig:
     driver_frames: int = 75  # length of the synthetic drivers (3 s at 25 fps)
     video_size: int = 256  # result videos are enlarged to about this height
     csim_frames: int = 16  # result frames compared with the photos for CSIM
+    # the Live tab: the browser sends a camera frame this often at most (none while one is processed)
+    live_stream_every: float = 0.04
 
     def __post_init__(self) -> None:
         for name in ("max_photos", "max_shots", "max_driver_frames", "driver_frames", "video_size"):

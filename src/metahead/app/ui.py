@@ -7,15 +7,18 @@ fonts), no external scripts, no share link. Long requests (making, animating) ru
 
 from __future__ import annotations
 
+import base64
 import html
 import os
 import signal
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from metahead.app.live import LiveSessions
 from metahead.app.service import (
     MEGABYTE,
     RETARGET_CHOICES,
@@ -29,15 +32,17 @@ from metahead.app.service import (
 )
 from metahead.data.format import DataError
 from metahead.data.video_io import enlarge_frames
+from metahead.live import encode_jpeg
 
 UPLOADED_DRIVER = "my video (upload it below)"
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Helvetica", "Arial", "sans-serif")
 SYSTEM_MONO_FONTS = ("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace")
 CSS = """
 .mh-status p { margin: 0.2em 0; }
-#make-status, #animate-status { min-height: 4.5em; }
+#make-status, #animate-status, #live-status { min-height: 4.5em; }
 .mh-error, .mh-error * { color: #b91c1c; }
 footer { display: none !important; }
+.mh-live { width: 100%; height: auto; image-rendering: auto; }
 """
 # Errors a request can meet in its input, shown in the page's status box (anything else is a bug: Gradio
 # shows it as an error message, and the server stays up).
@@ -86,6 +91,16 @@ def crop_sheet(crops: np.ndarray | None, tile: int = 96, columns: int = 8) -> np
     return sheet
 
 
+def _live_image(panel: np.ndarray | None) -> Any:
+    """A live frame as an inline JPEG for the page (gr.skip(): keep the one shown)."""
+    import gradio as gr
+
+    if panel is None:
+        return gr.skip()
+    data = base64.b64encode(encode_jpeg(panel)).decode("ascii")
+    return f'<img class="mh-live" alt="live avatar" src="data:image/jpeg;base64,{data}">'
+
+
 def build_app(service: AppService) -> Any:
     """The page (a gr.Blocks) for one AppService."""
     _offline_environment()
@@ -94,6 +109,7 @@ def build_app(service: AppService) -> Any:
     cfg = service.cfg
     model = service.model
     drivers = service.driver_names()
+    live = LiveSessions(service)
 
     # --- handlers: plain functions of the components' values ----------------------------------------------
 
@@ -175,6 +191,26 @@ def build_app(service: AppService) -> Any:
             gr.update(value=str(result.video), visible=True),
         )
 
+    def live_frame(image, avatar_path, retarget, tab):
+        try:
+            view = live.frame(tab, avatar_path, image, retarget)
+        except INPUT_ERRORS as err:
+            return gr.skip(), _problem("Cannot drive the avatar live", err)
+        if view is None:  # this tab's previous frame is still being processed: dropped
+            return gr.skip(), gr.skip()
+        return _live_image(view.panel), view.status
+
+    def live_file(avatar_path, video, retarget, tab):
+        try:
+            for view in live.play_file(tab, avatar_path, video, retarget):
+                yield _live_image(view.panel), view.status
+        except INPUT_ERRORS as err:
+            yield gr.skip(), _problem("Cannot play this video", err)
+
+    def live_idle(tab):
+        status = live.idle_status(tab)
+        return gr.skip() if status is None else status
+
     # --- the page -----------------------------------------------------------------------------------------
 
     steps_max = cfg.max_finetune_steps
@@ -189,7 +225,7 @@ def build_app(service: AppService) -> Any:
         )
         model_text = model.describe() if model.ok else f'<span class="mh-error">{model.describe()}</span>'
         gr.Markdown(model_text, elem_id="model-status", elem_classes="mh-status")
-        with gr.Row(equal_height=False):
+        with gr.Tab("Make and drive", elem_id="tab-make"), gr.Row(equal_height=False):
             with gr.Column():
                 gr.Markdown("## 1 · Make an avatar")
                 photos = gr.File(
@@ -265,6 +301,38 @@ def build_app(service: AppService) -> Any:
                     label="Video (download)", interactive=False, elem_id="video-file", visible=False
                 )
 
+        with gr.Tab("Live", elem_id="tab-live"):
+            gr.Markdown(
+                "Your camera drives the avatar made or opened in the first tab, frame by frame: the face is "
+                "tracked, its pose and expression moved onto the avatar's face, and the avatar rendered. "
+                "Look at the camera with a neutral face and press **Neutral face**: expressions are measured "
+                "against it. Frames the machine cannot keep up with are dropped, never queued."
+            )
+            with gr.Row(equal_height=False):
+                with gr.Column():
+                    camera = gr.Image(
+                        sources=["webcam"], streaming=True, type="numpy", label="Camera",
+                        elem_id="live-camera", webcam_options=gr.WebcamOptions(mirror=True),
+                    )  # fmt: skip
+                    with gr.Row():
+                        live_retarget = gr.Radio(
+                            list(zip(("automatic", "on", "off"), RETARGET_CHOICES)), value="auto",
+                            label="Retarget onto the avatar's face shape", elem_id="live-retarget",
+                        )  # fmt: skip
+                        neutral_button = gr.Button("Neutral face", elem_id="live-neutral")
+                    live_video = gr.File(
+                        label="…or play a video file as the camera", file_count="single", elem_id="live-video"
+                    )
+                    play_button = gr.Button("Play the video", elem_id="live-play")
+                with gr.Column():
+                    gr.Markdown("**Driver | landmarks | avatar**")
+                    # Frames go inline (a data: URL) rather than as a file per frame in Gradio's cache.
+                    live_output = gr.HTML(elem_id="live-output")
+                    live_status = gr.Markdown(elem_id="live-status", elem_classes="mh-status")
+                    live_note = gr.Markdown(elem_id="live-note", elem_classes="mh-status")
+            live_timer = gr.Timer(1.0)
+            live_tab = gr.State(lambda: uuid.uuid4().hex)  # this browser tab's live session
+
         # --- wiring ---------------------------------------------------------------------------------------
         quick = {"concurrency_limit": None, "show_progress": "minimal"}  # checks: never wait behind long work
         photos.upload(check_photo_upload, photos, make_status, **quick)
@@ -285,6 +353,19 @@ def build_app(service: AppService) -> Any:
             [animate_status, result_video, side_video, video_file],
             **long_work,
         )
+        live_work = {
+            "concurrency_limit": cfg.concurrency,
+            "concurrency_id": "live",
+            "show_progress": "hidden",
+        }
+        camera.stream(
+            live_frame, [camera, avatar_state, live_retarget, live_tab], [live_output, live_status],
+            stream_every=cfg.live_stream_every, time_limit=None, **live_work,
+        )  # fmt: skip
+        play_button.click(live_file, [avatar_state, live_video, live_retarget, live_tab],
+                          [live_output, live_status], **live_work)  # fmt: skip
+        neutral_button.click(live.set_neutral, live_tab, live_note, **quick)
+        live_timer.tick(live_idle, live_tab, live_status, concurrency_limit=None, show_progress="hidden")
     return page
 
 

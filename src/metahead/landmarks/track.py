@@ -141,6 +141,9 @@ class LandmarkTracker:
         if self._since_check >= self.config.redetect_every:
             return self._check(image, box)
         landmarks = self.detector.fit(image, box)
+        if not np.isfinite(landmarks).all():  # the fitter found no face in the box (FAN): look again
+            self.stats["lost"] += 1
+            return self._acquire(image)
         if self._moved(landmarks) > self.config.fast_motion:
             # A fast move leaves the fitter short of the face (it starts from the last frame's box):
             # let the detector place the box now.
