@@ -41,7 +41,14 @@ from metahead.losses import ContentLoss, adversarial_loss, discriminator_loss, m
 from metahead.models import Discriminator, Embedder, Generator, embed_person
 from metahead.training import checkpoint, distributed
 from metahead.training.logging import RunLogger, sample_grid
-from metahead.training.video_embeddings import RowwiseAdam, exchange_row_gradients, row_gradients
+from metahead.training.video_embeddings import (
+    RowwiseAdam,
+    broadcast_video_embeddings,
+    check_video_embedding_init,
+    exchange_row_gradients,
+    initialise_video_embeddings,
+    row_gradients,
+)
 
 CONFIG_FILE = "config.json"
 NUM_SAMPLE_EPISODES = 4
@@ -66,35 +73,6 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> Path:
         return _train(cfg, resume, ctx)
     finally:
         distributed.cleanup(ctx)
-
-
-@torch.no_grad()
-def _initialise_video_embeddings(
-    embedder: Embedder,
-    video_embeddings: torch.Tensor,
-    dataset: EpisodeDataset,
-    device: torch.device,
-    memory_format: torch.memory_format,
-    seed: int,
-    batch_size: int = 8,
-) -> None:
-    """W_i <- ê_i of the initial E, for every training video (FT model, fresh runs only).
-
-    Every rank computes the same rows from the same frames and the same initial E, so W stays identical
-    across ranks without communication. It costs one E pass over K frames per video (an eighth of an
-    epoch's E work); turn it off with train.init_video_embeddings=false.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            images = torch.stack([item["images"][:-1] for item in items]).to(device)
-            landmark_images = torch.stack([item["landmark_images"][:-1] for item in items]).to(device)
-            if memory_format == torch.channels_last:
-                images = images.contiguous()
-            person_embedding, _ = embed_person(embedder, images, landmark_images)
-            indices = torch.stack([torch.as_tensor(item["video_index"]) for item in items]).to(device)
-            video_embeddings[indices] = person_embedding.to(video_embeddings.dtype)
 
 
 def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedContext) -> Path:
@@ -161,8 +139,12 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         step = state["step"]
-    if state is None and tc.finetunable and tc.init_video_embeddings:
-        _initialise_video_embeddings(embedder, video_embeddings, dataset, device, memory_format, tc.seed)
+    if state is None and tc.finetunable:  # where W starts: train.video_embedding_init
+        initialise_video_embeddings(
+            video_embeddings, tc.video_embedding_init, embedder, dataset, ctx, seed=tc.seed,
+            num_workers=tc.num_workers, progress=ctx.is_main,
+        )  # fmt: skip
+    broadcast_video_embeddings(video_embeddings, ctx)  # fresh or resumed: rank 0's W on every rank
     sample_episodes = _sample_episodes(dataset, tc.seed) if ctx.is_main else None
     if tc.compile:
         for net in (embedder, generator, discriminator):
@@ -436,6 +418,7 @@ def _check_config(cfg: ExperimentConfig) -> None:
             raise ValueError(f"train.{name} must be at least 1, got {getattr(tc, name)}")
     if tc.num_workers < 0 or tc.keep_checkpoints < 0:
         raise ValueError("train.num_workers and train.keep_checkpoints must not be negative")
+    check_video_embedding_init(tc.video_embedding_init)
 
 
 def _check_resumable(cfg: ExperimentConfig, state: dict[str, Any], path: Path) -> None:
