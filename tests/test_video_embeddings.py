@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 
+from conftest import run_gloo_ranks
 from metahead.config import preset
 from metahead.data.episodes import EpisodeDataset
 from metahead.models import Embedder, embed_person
@@ -85,33 +84,27 @@ def test_shares_cover_every_video_once():
     assert video_share(1, _ctx(1, 2)) == []  # more ranks than videos: an empty share
 
 
-def _rank_sets_up_w(rank: int, world: int, data: str, rendezvous: str, out: str, mode: str) -> None:
+def _rank_sets_up_w(rank: int, world: int, data: str, out: str, mode: str) -> None:
     """One gloo rank: its own E (rank 1's differs in the last bits, as different cuDNN kernels would make
     it) and its own initial W; then the trainer's set-up. Saves the W it ends with."""
-    torch.set_num_threads(1)
-    torch_dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        ctx = _ctx(rank, world)
-        embedder = _embedder()
-        if rank == 1:
-            with torch.no_grad():
-                for p in embedder.parameters():
-                    p.copy_(torch.nextafter(p, torch.full_like(p, 10.0)))
-        episodes = _episodes(Path(data))
-        torch.manual_seed(100 + rank)  # W's nn.Embedding init differs between the ranks
-        weight = torch.nn.Embedding(len(episodes), embedder.cfg.embedding_dim).weight
-        initialise_video_embeddings(weight, mode, embedder, episodes, ctx, seed=SEED, progress=False)
-        broadcast_video_embeddings(weight, ctx)
-        torch.save(weight.detach().clone(), Path(out) / f"w{rank}.pt")
-    finally:
-        torch_dist.destroy_process_group()
+    ctx = _ctx(rank, world)
+    embedder = _embedder()
+    if rank == 1:
+        with torch.no_grad():
+            for p in embedder.parameters():
+                p.copy_(torch.nextafter(p, torch.full_like(p, 10.0)))
+    episodes = _episodes(Path(data))
+    torch.manual_seed(100 + rank)  # W's nn.Embedding init differs between the ranks
+    weight = torch.nn.Embedding(len(episodes), embedder.cfg.embedding_dim).weight
+    initialise_video_embeddings(weight, mode, embedder, episodes, ctx, seed=SEED, progress=False)
+    broadcast_video_embeddings(weight, ctx)
+    torch.save(weight.detach().clone(), Path(out) / f"w{rank}.pt")
 
 
 @pytest.mark.parametrize("mode", ["centred", "random"])
 def test_two_gloo_ranks_end_set_up_with_identical_w(tmp_path, mode):
     data = make_tiny_dataset(tmp_path / "data", videos=5)
-    args = (2, str(data), str(tmp_path / "rendezvous"), str(tmp_path), mode)
-    mp.spawn(_rank_sets_up_w, args=args, nprocs=2, join=True)
+    run_gloo_ranks(_rank_sets_up_w, tmp_path / "rendezvous", str(data), str(tmp_path), mode)
     w0, w1 = (torch.load(tmp_path / f"w{rank}.pt", weights_only=True) for rank in range(2))
     assert torch.equal(w0, w1)
     if mode == "centred":  # rank 0's rows from rank 0's E, rank 1's from rank 1's: one table, centred

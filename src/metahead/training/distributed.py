@@ -13,7 +13,7 @@ import datetime
 import hashlib
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +152,18 @@ def check_ranks_agree(fingerprints: list[str]) -> None:
         raise RuntimeError(
             f"ranks {differing} hold different network weights from rank 0: the processes fell out of sync"
         )
+
+
+def check_same_on_every_rank(
+    value: Any, ctx: DistributedContext, what: str, differences: Callable[[Any, Any], list[str]]
+) -> None:
+    """Raise on every rank when a rank's `value` differs from rank 0's; `differences(rank 0's, other)`
+    says how, in words (e.g. another content loss because a node lacks an environment variable)."""
+    gathered = all_gather_objects(value, ctx)
+    for rank, other in enumerate(gathered[1:], start=1):
+        found = differences(gathered[0], other)
+        if found:
+            raise RuntimeError(f"rank {rank} has another {what} than rank 0: {'; '.join(found)}")
 
 
 def broadcast_flag(flag: bool, ctx: DistributedContext) -> bool:

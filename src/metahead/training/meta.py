@@ -37,7 +37,13 @@ from metahead import perf
 from metahead.config import ExperimentConfig, LossConfig
 from metahead.data.episodes import EpisodeDataset
 from metahead.fileio import atomic_write_text
-from metahead.losses import ContentLoss, adversarial_loss, discriminator_loss, matching_loss
+from metahead.losses import (
+    ContentLoss,
+    adversarial_loss,
+    content_loss_differences,
+    discriminator_loss,
+    matching_loss,
+)
 from metahead.models import Discriminator, Embedder, Generator, embed_person
 from metahead.training import checkpoint, distributed
 from metahead.training.logging import RunLogger, sample_grid
@@ -51,6 +57,7 @@ from metahead.training.video_embeddings import (
 )
 
 CONFIG_FILE = "config.json"
+CONTENT_LOSS_FILE = "content_loss.json"  # the resolved L_CNT (ContentLoss.record); checkpoints hold it too
 NUM_SAMPLE_EPISODES = 4
 AMP_MODES = ("none", "bf16", "auto")
 VIDEO_EMBEDDINGS = "video_embeddings.weight"  # W's name in D
@@ -82,14 +89,9 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest kernels
 
-    # --- The run folder: resume from its newest state, or start it -------------------------------------
+    # --- The run folder: resume from its newest readable state, or start it ------------------------------
     # Rank 0 decides, so that all ranks resume from the same file (RUN must be readable by every node).
-    newest = checkpoint.latest_state(run_dir) if ctx.is_main else None
-    newest = distributed.broadcast_object(str(newest) if newest else None, ctx)
-    if newest and not resume:
-        raise ValueError(f"{run_dir}: already holds checkpoints; pass --resume, or choose a new --out")
-    state_file = Path(newest) if newest else None
-    state = checkpoint.load_state(state_file, map_location="cpu") if state_file else None
+    state_file, state, passed_over = _resume_state(run_dir, resume, ctx)
     if state is not None:
         _check_resumable(cfg, state, state_file)
     if ctx.is_main:
@@ -118,6 +120,13 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
         net.to(device, memory_format=memory_format)
     video_embeddings = discriminator.video_embeddings.weight  # W
     content_loss = ContentLoss(cfg.loss).to(device)  # L_CNT
+    # The loss a run started with is the loss it resumes with, on every rank.
+    distributed.check_same_on_every_rank(
+        content_loss.record, ctx, "content loss (weight files, terms or weights)", content_loss_differences
+    )
+    loss_checked = state is not None and checkpoint.check_content_loss(state, content_loss.record, state_file)
+    if ctx.is_main:
+        atomic_write_text(run_dir / CONTENT_LOSS_FILE, json.dumps(content_loss.record, indent=2) + "\n")
     optimizer_generator = torch.optim.Adam(  # E, G and P
         [*embedder.parameters(), *generator.parameters()], lr=tc.lr_generator, betas=tc.adam_betas
     )
@@ -173,6 +182,10 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
     )
     if state_file is not None:
         logger.message(f"resumed from {state_file}")
+        for reason in passed_over:
+            logger.message(f"warning: passed over a newer training state: {reason}")
+        if not loss_checked:
+            logger.message(f"warning: {state_file} predates recorded content losses; not compared")
     logger.text("config", "```\n" + json.dumps(cfg.to_dict(), indent=2) + "\n```")
     meter = _Throughput(tc.batch_size * ctx.world_size, tc.shots + 1)
     deadline = time.monotonic() + 60 * tc.time_limit_minutes if tc.time_limit_minutes > 0 else None
@@ -252,7 +265,9 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
             if ctx.is_main and (step == 1 or step % tc.sample_every == 0 or last_step):
                 logger.sample(step, _render_samples(embedder, generator, sample_episodes, device, autocast))
             if step % tc.checkpoint_every == 0 or last_step:
-                _save_checkpoint(run_dir, step, cfg, ctx, networks, optimizers, num_videos)
+                _save_checkpoint(
+                    run_dir, step, cfg, ctx, networks, optimizers, num_videos, content_loss.record
+                )
                 logger.curves()
             if out_of_time and step < tc.steps:
                 logger.message(
@@ -421,6 +436,31 @@ def _check_config(cfg: ExperimentConfig) -> None:
     check_video_embedding_init(tc.video_embedding_init)
 
 
+def _resume_state(
+    run_dir: Path, resume: bool, ctx: distributed.DistributedContext
+) -> tuple[Path | None, dict[str, Any] | None, list[str]]:
+    """(state file, its state, why newer states were passed over), or (None, None, []) for a fresh start.
+
+    Rank 0 decides, so that all ranks resume from the same file (RUN must be readable by every node): the
+    newest state that loads (a truncated newest one is passed over, with a warning naming both).
+    """
+    decision: dict[str, Any] = {"refuse": False, "path": None, "passed_over": []}
+    found = None
+    if ctx.is_main:
+        if checkpoint.latest_state(run_dir) and not resume:
+            decision["refuse"] = True
+        elif resume and (found := checkpoint.newest_readable_state(run_dir)):
+            decision.update(path=str(found[0]), passed_over=found[2])
+    decision = distributed.broadcast_object(decision, ctx)
+    if decision["refuse"]:
+        raise ValueError(f"{run_dir}: already holds checkpoints; pass --resume, or choose a new --out")
+    if decision["path"] is None:
+        return None, None, []
+    path = Path(decision["path"])
+    state = found[1] if found is not None else checkpoint.load_state(path, map_location="cpu")
+    return path, state, decision["passed_over"]
+
+
 def _check_resumable(cfg: ExperimentConfig, state: dict[str, Any], path: Path) -> None:
     """The networks must have the shapes the checkpoint's weights have; training settings may change."""
     saved = ExperimentConfig.from_dict(state["config"])
@@ -538,6 +578,7 @@ def _save_checkpoint(
     networks: dict[str, torch.nn.Module],
     optimizers: dict[str, Any],
     num_videos: int,
+    content_loss: dict[str, Any],
 ) -> None:
     """Rank 0 writes the training state (with every rank's RNG state) and the model file, after checking
     that every rank holds the same weights."""
@@ -559,6 +600,7 @@ def _save_checkpoint(
         keep=cfg.train.keep_checkpoints,
         world_size=ctx.world_size,
         fingerprint=fingerprint,
+        content_loss=content_loss,
     )
     checkpoint.save_model(
         run_dir / checkpoint.MODEL_FILE,
@@ -568,4 +610,5 @@ def _save_checkpoint(
         networks["discriminator"],
         num_videos,
         step=step,
+        content_loss=content_loss,
     )
