@@ -508,6 +508,26 @@ def test_cli_train_saves_resolved_config(tiny_data, tmp_path):
     assert main(["train", "--out", str(run), "--data", str(tiny_data)]) == 2  # no --config, no --resume
 
 
+def test_dry_run_reports_what_to_check_before_booking_gpus(tiny_data, tmp_path, capsys, monkeypatch):
+    from metahead.cli import main
+
+    monkeypatch.chdir(tmp_path)  # nothing may be left behind, here or in a run folder
+    sets = ["train.device=cpu", "loss.identity_network=none", "train.batch_size=2"]
+    args = ["train", "--config", "tiny", "--data", str(tiny_data), "--dry-run"]
+    capsys.readouterr()
+    assert main(args + [x for item in sets for x in ("--set", item)]) == 0
+    report = capsys.readouterr().out
+    lines = report[report.index("metahead train --dry-run") :].splitlines()
+    assert lines[0].startswith("metahead train --dry-run: preset tiny, 4 training videos, 1 process(es)")
+    assert lines[1].startswith("parameters: E ") and " G " in lines[1] and " D " in lines[1]
+    assert lines[2].startswith("W: 4 x 32 = ")
+    assert lines[3].startswith("peak memory: ")
+    assert lines[4].startswith("step time: ") and "images/s" in lines[4]
+    assert lines[5].startswith("one epoch: 2 steps of 2 x 1 episodes: ")  # 4 videos, batch 2
+    assert lines[6].startswith("W's start (embedder): E over K frames") and "timed on 4" in lines[6]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_compiled_networks_train_like_eager(tiny_data, tmp_path):
     """train.compile=true (minutes of compiling on a CPU) gives the eager run's losses."""
