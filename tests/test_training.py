@@ -447,6 +447,8 @@ def test_resume_with_another_content_loss_is_refused(tiny_data, tmp_path):
     )
     with pytest.raises(checkpoint.CheckpointError, match=refused):
         train(tiny_config(tiny_data, run, "train.steps=2", "loss.pixel_weight=2"), resume=True)
+    assert json.loads((run / "config.json").read_text())["loss"]["pixel_weight"] == 1.0  # left as it was
+    assert json.loads((run / CONTENT_LOSS_FILE).read_text()) == recorded
     train(tiny_config(tiny_data, run, "train.steps=2"), resume=True)  # the same loss resumes
 
 

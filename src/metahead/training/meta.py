@@ -94,9 +94,6 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
     state_file, state, passed_over = _resume_state(run_dir, resume, ctx)
     if state is not None:
         _check_resumable(cfg, state, state_file)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     # --- Episodes: K frames to embed + 1 target frame per training video ---------------------------------
     dataset = EpisodeDataset(
@@ -125,7 +122,9 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
         content_loss.record, ctx, "content loss (weight files, terms or weights)", content_loss_differences
     )
     loss_checked = state is not None and checkpoint.check_content_loss(state, content_loss.record, state_file)
-    if ctx.is_main:
+    if ctx.is_main:  # after every check that can refuse the run, so that a refused resume changes nothing
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
         atomic_write_text(run_dir / CONTENT_LOSS_FILE, json.dumps(content_loss.record, indent=2) + "\n")
     optimizer_generator = torch.optim.Adam(  # E, G and P
         [*embedder.parameters(), *generator.parameters()], lr=tc.lr_generator, betas=tc.adam_betas
