@@ -72,7 +72,7 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="build everything, train two steps in a scratch folder, and report parameters, memory, step "
+        help="build everything, train three steps in a scratch folder, and report parameters, memory, step "
         "time, images/s, W's size and the projected time per epoch on --data (nothing is kept)",
     )
     _add_overrides(p, "override a config value, e.g. --set train.steps=5000 (repeatable)")

@@ -1,9 +1,10 @@
 """`metahead train --dry-run`: what a researcher checks before booking GPUs.
 
-Builds everything a run builds (dataset, networks, W, optimisers, content loss, process group), trains two
-steps in a scratch folder that is deleted afterwards, and reports parameters, peak memory, step time,
-images/s, W's size, and the projected time per epoch and for W's start (E over K frames of every training
-video) on the dataset given. W's start is timed on a sample of videos and projected, not run in full.
+Builds everything a run builds (dataset, networks, W, optimisers, content loss, process group), trains a
+warm-up step and two more in a scratch folder that is deleted afterwards, and reports parameters, peak
+memory, step time, images/s, W's size, and the projected time per epoch and for W's start (E over K frames
+of every training video) on the dataset given. W's start is timed on a sample of videos and projected, not
+run in full.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from metahead.training import checkpoint, distributed
 from metahead.training.logging import LOG_FILE
 from metahead.training.video_embeddings import embed_training_videos
 
-DRY_RUN_STEPS = 2
+# The first step warms up (and is followed by the first sample grid, which the second step's time would
+# include); the third is the one timed.
+DRY_RUN_STEPS = 3
 SAMPLE_VIDEOS = 16  # videos E embeds to time W's start (per process)
 
 
@@ -44,7 +47,7 @@ class DryRunReport:
     peak_memory_bytes: int
     memory_kind: str
     first_step_s: float
-    step_s: float  # the last step's time (after warm-up)
+    step_s: float  # the last step's time (after warm-up, without samples or checkpoints)
     images_per_s: float  # all processes together
     steps_per_epoch: int
     video_embedding_init: str
@@ -65,7 +68,8 @@ class DryRunReport:
 
 
 def dry_run(cfg: ExperimentConfig, steps: int = DRY_RUN_STEPS) -> DryRunReport:
-    """Two training steps of `cfg` on cfg.train.data, in a scratch folder (cfg.train.out is not touched)."""
+    """`steps` training steps of `cfg` on cfg.train.data, in a scratch folder (cfg.train.out is not
+    touched)."""
     from metahead.training.meta import train
 
     ctx = distributed.setup(cfg.train.device)  # torchrun's rank and device; train() joins the group itself
