@@ -6,6 +6,7 @@ Each loss returns its total and a dict of named terms (for logging); the caller 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -168,7 +169,8 @@ class ContentLoss(nn.Module):
             if self.identity is not None:
                 terms.append(f"identity features x {loss_cfg.identity_weight:g} (when landmarks are given)")
         self.description = "content loss: " + " + ".join(terms)
-        self.record = self._resolved(vgg19_path, vggface_path, identity_loss is not None)
+        self._paths = {"vgg19": vgg19_path, "vggface": vggface_path}
+        self._custom_identity = identity_loss is not None
         if self.offline:
             log.warning(
                 "no VGG19/VGGFace weights configured (LossConfig paths or $%s / $%s): using the offline "
@@ -178,11 +180,13 @@ class ContentLoss(nn.Module):
                 self.description,
             )
 
-    def _resolved(self, vgg19_path: str | None, vggface_path: str | None, custom_identity: bool) -> dict:
+    @functools.cached_property
+    def record(self) -> dict[str, Any]:
         """What this loss is, as plain values for configs and checkpoints: its terms with their weights (and
         input conventions), and the weight files' sha256 (paths kept aside: they may differ between
-        machines)."""
-        cfg = self.cfg
+        machines). Computed when first asked for (hashing a VGG file takes a second or two)."""
+        cfg, custom_identity = self.cfg, self._custom_identity
+        vgg19_path, vggface_path = self._paths["vgg19"], self._paths["vggface"]
         terms: dict[str, Any] = {}
         files: dict[str, str] = {}
         paths: dict[str, str] = {}
