@@ -21,6 +21,9 @@ def test_ranks_that_differ_are_reported():
     distributed.check_ranks_agree(["a", "a", "a"])
     with pytest.raises(RuntimeError, match=r"ranks \[2\]"):
         distributed.check_ranks_agree(["a", "a", "b"])
+    parts = [{"embedder": "e", "discriminator": "d"}] * 2 + [{"embedder": "e", "discriminator": "x"}]
+    with pytest.raises(RuntimeError, match=r"ranks \[2\] hold different network weights \(discriminator\)"):
+        distributed.check_ranks_agree(["a", "a", "b"], parts)
 
 
 def test_fingerprint_sees_one_changed_number():

@@ -145,12 +145,20 @@ def fingerprint(*modules: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def check_ranks_agree(fingerprints: list[str]) -> None:
-    """Raise when the ranks' networks differ: DDP keeps them identical, so a difference means a bug."""
+def check_ranks_agree(fingerprints: list[str], parts: list[dict[str, str]] | None = None) -> None:
+    """Raise when the ranks' networks differ: DDP keeps them identical, so a difference means a bug.
+    `parts`: each rank's fingerprints per network ({"generator": ..., ...}), to say which differ."""
     differing = [rank for rank, f in enumerate(fingerprints) if f != fingerprints[0]]
     if differing:
+        which = ""
+        if parts:
+            names = sorted(
+                {name for rank in differing for name in parts[0] if parts[rank].get(name) != parts[0][name]}
+            )
+            which = f" ({', '.join(names)})" if names else ""
         raise RuntimeError(
-            f"ranks {differing} hold different network weights from rank 0: the processes fell out of sync"
+            f"ranks {differing} hold different network weights{which} from rank 0: the processes fell out "
+            "of sync"
         )
 
 

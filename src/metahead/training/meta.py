@@ -582,12 +582,15 @@ def _save_checkpoint(
     """Rank 0 writes the training state (with every rank's RNG state) and the model file, after checking
     that every rank holds the same weights."""
     fingerprint = distributed.fingerprint(*networks.values()) if ctx.is_distributed else ""
+    parts = (
+        {name: distributed.fingerprint(net) for name, net in networks.items()} if ctx.is_distributed else {}
+    )
     gathered = distributed.all_gather_objects(
-        {"rng": checkpoint.capture_rng_state(), "fingerprint": fingerprint}, ctx
+        {"rng": checkpoint.capture_rng_state(), "fingerprint": fingerprint, "parts": parts}, ctx
     )
     if not ctx.is_main:
         return
-    distributed.check_ranks_agree([g["fingerprint"] for g in gathered])
+    distributed.check_ranks_agree([g["fingerprint"] for g in gathered], [g["parts"] for g in gathered])
     checkpoint.save_state(
         run_dir,
         step,
