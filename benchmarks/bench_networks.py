@@ -157,8 +157,8 @@ def train_case(case: dict[str, Any]) -> dict[str, Any]:
     embedder = Embedder(cfg).to(device, memory_format=memory_format)  # E
     generator = Generator(cfg).to(device, memory_format=memory_format)  # G with P
     discriminator = Discriminator(cfg, NUM_VIDEOS).to(device, memory_format=memory_format)  # D with W, w0, b
-    content_loss = ContentLoss(
-        dataclasses.replace(loss_cfg, vgg19_weights_path=None, vggface_weights_path=None)
+    content_loss = ContentLoss(  # the offline loss, whatever the preset: no weight files on this machine
+        dataclasses.replace(loss_cfg, vgg19_weights_path=None, vggface_weights_path=None, allow_offline=True)
     )
     content_loss.to(device)
     if opts.get("reference_ops"):

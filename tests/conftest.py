@@ -17,7 +17,7 @@ from torch import nn
 from metahead.config import ModelConfig, preset
 
 # Settings of the browser test itself (tests/test_app_browser.py), which metahead never reads.
-TEST_SETTINGS = ("METAHEAD_APP_MODEL", "METAHEAD_APP_SCREENSHOTS")
+TEST_SETTINGS = ("METAHEAD_APP_MODEL", "METAHEAD_APP_SCREENSHOTS", "METAHEAD_LIVE_SECONDS")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,3 +60,22 @@ def open_attention(net: nn.Module) -> None:
     for name, p in net.named_parameters():
         if name.endswith("gamma"):
             nn.init.constant_(p, 0.5)
+
+
+def _gloo_rank(rank: int, world: int, rendezvous: str, fn, args: tuple) -> None:
+    import torch.distributed as torch_dist
+
+    torch.set_num_threads(1)
+    torch_dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        fn(rank, world, *args)
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def run_gloo_ranks(fn, rendezvous, *args, world: int = 2) -> None:
+    """fn(rank, world, *args) in `world` CPU processes joined in a gloo process group (rendezvous: a file
+    path that does not exist yet). fn must be a module-level function (the processes are spawned)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gloo_rank, args=(world, str(rendezvous), fn, args), nprocs=world, join=True)

@@ -164,6 +164,28 @@ def test_incompatible_avatar_files_are_refused_naming_the_file(ff_avatar, model_
         Avatar.load(tmp_path / "missing.avatar")
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_unreadable_avatar_files_are_described_in_our_words(ff_avatar, tmp_path) -> None:
+    """Never relay torch's advice to load with weights_only=False (that would run the file's code)."""
+    whole = ff_avatar.save(tmp_path / "whole.avatar").read_bytes()
+    truncated = tmp_path / "truncated.avatar"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(
+        AvatarError, match=r"truncated\.avatar: not a readable avatar file: it is truncated"
+    ) as err:
+        Avatar.load(truncated)
+    assert "weights_only" not in str(err.value)
+    code = tmp_path / "code.avatar"
+    torch.save({**ff_avatar.state(), "extra": _RunsCode()}, code)
+    with pytest.raises(AvatarError, match=r"code\.avatar: .*could run code") as err:
+        Avatar.load(code)
+    assert "weights_only" not in str(err.value)
+
+
 def test_incompatible_model_file_is_refused(tmp_path) -> None:
     bad = tmp_path / "old-model.pt"
     torch.save({"format": "metahead-model", "version": 99}, bad)

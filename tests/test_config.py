@@ -39,10 +39,14 @@ DEMO_MODEL = {
     "model.num_bottleneck_blocks": 2,
     "model.attention_down_resolution": 16,
     "model.attention_up_resolution": 32,
+    "model.generator_up_widths": "mirror",
 }
+CPU = {"model.generator_up_widths": "mirror", "loss.allow_offline": True}
 PRESET_VALUES: dict[str, dict[str, object]] = {
     "paper-256": {},
+    "paper-256-v2": {"loss.vgg19_weight": 1.5e-1, "loss.vggface_weight": 2.5e-2, "loss.match_weight": 10.0},
     "cpu-128": {
+        **CPU,
         "model.image_size": 128,
         "model.base_channels": 32,
         "model.max_channels": 256,
@@ -51,6 +55,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         "train.amp": "auto",
     },
     "cpu-64": {
+        **CPU,
         "model.image_size": 64,
         "model.base_channels": 32,
         "model.max_channels": 256,
@@ -63,6 +68,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
     },
     "demo": {
         **DEMO_MODEL,
+        "loss.allow_offline": True,
         "loss.identity_network": "none",
         "loss.match_weight": 1.0,
         "train.shots": 4,
@@ -78,6 +84,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
     },
     "real-64": {
         **DEMO_MODEL,
+        "loss.allow_offline": True,
         "loss.identity_network": "none",
         "loss.match_weight": 1.0,
         "loss.pixel_weight": 10.0,
@@ -91,6 +98,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         "finetune.lr_generator": 1e-3,
     },
     "tiny": {
+        **CPU,
         "model.image_size": 32,
         "model.base_channels": 8,
         "model.max_channels": 32,
@@ -201,3 +209,19 @@ def test_older_config_files_get_defaults_for_new_fields(tmp_path):
     loaded = ExperimentConfig.load(path)
     assert loaded.model.spectral_norm is ModelConfig().spectral_norm
     assert loaded.model.image_size == 32
+
+
+@pytest.mark.parametrize("old, mode", [(True, "embedder"), (False, "random")])
+def test_configs_from_before_issue_19_load_as_they_were_meant(tmp_path, old, mode):
+    """init_video_embeddings (a boolean) became video_embedding_init; G's up-path widths and the offline
+    switch were added with defaults that differ from what an older file meant."""
+    data = preset("paper-256").to_dict()
+    del data["train"]["video_embedding_init"], data["model"]["generator_up_widths"]
+    del data["loss"]["allow_offline"]
+    data["train"]["init_video_embeddings"] = old
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    loaded = ExperimentConfig.load(path)
+    assert loaded.train.video_embedding_init == mode
+    assert loaded.model.generator_up_widths == "mirror" and loaded.loss.allow_offline is True
+    assert data["train"]["init_video_embeddings"] is old  # the caller's dict is left alone

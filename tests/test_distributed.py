@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import run_gloo_ranks
 from metahead.config import ExperimentConfig
 from metahead.training import checkpoint, distributed
 from test_training import make_tiny_dataset
@@ -20,6 +21,9 @@ def test_ranks_that_differ_are_reported():
     distributed.check_ranks_agree(["a", "a", "a"])
     with pytest.raises(RuntimeError, match=r"ranks \[2\]"):
         distributed.check_ranks_agree(["a", "a", "b"])
+    parts = [{"embedder": "e", "discriminator": "d"}] * 2 + [{"embedder": "e", "discriminator": "x"}]
+    with pytest.raises(RuntimeError, match=r"ranks \[2\] hold different network weights \(discriminator\)"):
+        distributed.check_ranks_agree(["a", "a", "b"], parts)
 
 
 def test_fingerprint_sees_one_changed_number():
@@ -32,6 +36,31 @@ def test_fingerprint_sees_one_changed_number():
     with torch.no_grad():
         net.weight[1, 2] = torch.nextafter(net.weight[1, 2], torch.tensor(10.0))
     assert distributed.fingerprint(net) != before
+
+
+def _rank_checks_its_loss(rank: int, world: int, out: str) -> None:
+    """Rank 1 lacks the VGG19 file rank 0 has (an environment variable missing on one node)."""
+    from metahead.losses import content_loss_differences
+
+    ctx = distributed.DistributedContext(rank, rank, world, torch.device("cpu"))
+    terms = {"vgg19": {"weight": 0.01}} if rank == 0 else {"pixel": {"weight": 1.0}}
+    record = {"terms": terms, "sha256": {"vgg19": "ab12"} if rank == 0 else {}, "paths": {}}
+    try:
+        distributed.check_same_on_every_rank(record, ctx, "content loss", content_loss_differences)
+        message = "no error"
+    except RuntimeError as err:
+        message = str(err)
+    Path(out, f"rank{rank}.txt").write_text(message)
+
+
+def test_a_rank_with_another_content_loss_stops_every_rank(tmp_path):
+    run_gloo_ranks(_rank_checks_its_loss, tmp_path / "rendezvous", str(tmp_path))
+    messages = [(tmp_path / f"rank{rank}.txt").read_text() for rank in range(2)]
+    assert messages[0] == messages[1]
+    assert messages[0].startswith(
+        "rank 1 has another content loss than rank 0: sha256: {'vgg19': 'ab12'} -> {}"
+    )
+    assert "terms: {'vgg19'" in messages[0]
 
 
 def test_single_process_context_without_torchrun(monkeypatch):

@@ -58,7 +58,7 @@ def stand_in_identity() -> IdentityFeatureLoss:
 
 
 def offline_cfg(**kw) -> LossConfig:
-    return LossConfig(identity_network="none", **kw)
+    return LossConfig(identity_network="none", allow_offline=True, **kw)
 
 
 def face_landmarks(batch: int, size: int) -> torch.Tensor:
@@ -117,7 +117,7 @@ def test_multiscale_l1() -> None:
 
 def test_offline_content_loss_terms_and_description(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="metahead.losses"):
-        loss = ContentLoss(LossConfig(), identity_loss=stand_in_identity())
+        loss = ContentLoss(LossConfig(allow_offline=True), identity_loss=stand_in_identity())
     assert loss.offline and "offline default" in caplog.text
     assert "pixel" in loss.description and "identity" in loss.description
     real = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -170,7 +170,7 @@ def test_content_loss_falls_when_fitting_a_tiny_generator() -> None:
     torch.manual_seed(0)
     cfg = preset("tiny").model
     generator = Generator(cfg)
-    loss_fn = ContentLoss(LossConfig(), identity_loss=stand_in_identity())
+    loss_fn = ContentLoss(LossConfig(allow_offline=True), identity_loss=stand_in_identity())
     target = torch.zeros(1, 3, 32, 32)
     target[:, 0, 8:24, 8:24] = 0.8  # a red square on grey
     target[:, 1:] = -0.2
@@ -197,7 +197,7 @@ def test_default_offline_loss_uses_dlib_identity_network() -> None:
         default_dlib_model_path()
     except (FileNotFoundError, ValueError) as err:
         pytest.skip(f"dlib face-recognition model not available: {err}")
-    loss = ContentLoss(LossConfig())
+    loss = ContentLoss(LossConfig(allow_offline=True))
     assert type(loss.identity.network).__name__ == "FaceIdentityNet"
     size = 64
     angle = torch.linspace(0, 6.28, 68)
@@ -210,3 +210,44 @@ def test_default_offline_loss_uses_dlib_identity_network() -> None:
     assert set(terms) == {"pixel", "identity"} and terms["identity"] > 0
     total.backward()
     assert fake.grad.abs().sum() > 0
+
+
+def test_paper_presets_refuse_to_train_without_vgg_weights(monkeypatch) -> None:
+    for name in ("METAHEAD_VGG19_WEIGHTS", "METAHEAD_VGGFACE_WEIGHTS"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("paper-256", "paper-256-v2"):
+        with pytest.raises(
+            ValueError, match=r"METAHEAD_VGG19_WEIGHTS.*loss.vgg19_weights_path.*allow_offline"
+        ):
+            ContentLoss(preset(name).loss, identity_loss=stand_in_identity())
+    # The explicit switch: the offline loss, as the CPU presets use it.
+    cfg = preset("paper-256").loss
+    cfg.allow_offline = True
+    assert ContentLoss(cfg, identity_loss=stand_in_identity()).offline
+
+
+def test_resolved_loss_records_terms_weights_and_checksums(tmp_path: Path, monkeypatch) -> None:
+    from metahead.losses import content_loss_differences, file_sha256
+
+    monkeypatch.delenv("METAHEAD_VGGFACE_WEIGHTS", raising=False)
+    offline = ContentLoss(offline_cfg()).record
+    assert offline["terms"] == {"pixel": {"weight": 1.0, "scales": 3}} and offline["sha256"] == {}
+    torch.save(perceptual.vgg19().state_dict(), tmp_path / "vgg19.pth")
+    vgg = ContentLoss(LossConfig(vgg19_weights_path=str(tmp_path / "vgg19.pth"))).record
+    assert vgg["terms"] == {"vgg19": {"weight": 1e-2, "input": "caffe"}}
+    assert vgg["sha256"] == {"vgg19": file_sha256(tmp_path / "vgg19.pth")}
+    # The same file elsewhere is the same loss; another weight or another file is not.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "vgg19.pth").write_bytes((tmp_path / "vgg19.pth").read_bytes())
+    moved = ContentLoss(LossConfig(vgg19_weights_path=str(tmp_path / "elsewhere" / "vgg19.pth"))).record
+    assert content_loss_differences(vgg, moved) == []
+    heavier = ContentLoss(
+        LossConfig(vgg19_weights_path=str(tmp_path / "vgg19.pth"), vgg19_weight=0.15)
+    ).record
+    before, after = (
+        "{'vgg19': {'weight': 0.01, 'input': 'caffe'}}",
+        "{'vgg19': {'weight': 0.15, 'input': 'caffe'}}",
+    )
+    assert content_loss_differences(vgg, heavier) == [f"terms: {before} -> {after}"]
+    differences = content_loss_differences(vgg, offline)
+    assert [d.split(":")[0] for d in differences] == ["sha256", "terms"]

@@ -43,6 +43,22 @@ def test_output_shapes_for_every_preset(name: str) -> None:
     )
 
 
+def test_generator_up_path_widths_lab_and_mirror() -> None:
+    """ "lab": the authors' FSTH generator's up blocks (512 @32², 256 @64², 128 @128², 64 @256² at
+    paper-256); "mirror": the down path's widths."""
+    from metahead.models.generator import up_channels_at
+
+    lab = preset("paper-256").model
+    mirror = dataclasses.replace(lab, generator_up_widths="mirror")
+    assert [up_channels_at(lab, r) for r in (32, 64, 128, 256)] == [512, 256, 128, 64]
+    assert [up_channels_at(mirror, r) for r in (32, 64, 128, 256)] == [256, 128, 64, 64]
+    cfg = dataclasses.replace(tiny_model_config("paper-256", channels=32), generator_up_widths="lab")
+    widths = [block.conv2.out_channels for block in Generator(cfg).up]
+    assert widths == [up_channels_at(cfg, cfg.image_size // 2**i) for i in range(len(widths) - 1, -1, -1)]
+    with pytest.raises(ValueError, match="generator_up_widths='wide'"):
+        up_channels_at(dataclasses.replace(cfg, generator_up_widths="wide"), 32)
+
+
 def test_adain_slices_are_disjoint_cover_psi_and_match_projection() -> None:
     generator = Generator(tiny())
     layers = generator.adain_layers()

@@ -305,8 +305,26 @@ class _Sneaky:
 def test_checkpoint_with_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": checkpoint.MODEL_FORMAT, "payload": _Sneaky()}, path)
-    with pytest.raises(checkpoint.CheckpointError, match="evil.pt"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"evil\.pt: .*could run code") as err:
         checkpoint.load_model(path)
+    assert "weights_only" not in str(err.value)  # never advise running a file's code
+
+
+def test_truncated_model_and_state_are_described_in_our_words(tmp_path):
+    cfg = preset("tiny")
+    e, g, d = _networks(cfg)
+    whole = checkpoint.save_model(tmp_path / "model.pt", cfg, e, g, d, num_videos=3).read_bytes()
+    for cut in (len(whole) // 2, 0):
+        (tmp_path / "model.pt").write_bytes(whole[:cut])
+        with pytest.raises(checkpoint.CheckpointError, match=r"model\.pt: .*truncated or damaged") as err:
+            checkpoint.load_model(tmp_path / "model.pt")
+        assert "weights_only" not in str(err.value)
+    path = _save_dummy_state(tmp_path, 1, cfg, (e, g, d))
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(checkpoint.CheckpointError, match=r"state-00000001\.pt: .*truncated or damaged"):
+        checkpoint.load_state(path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"no training state there is readable"):
+        checkpoint.newest_readable_state(tmp_path)
 
 
 def test_wrong_format_and_missing_file(tmp_path):
@@ -398,6 +416,42 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     )
 
 
+def test_resume_passes_over_a_truncated_newest_state(tiny_data, tmp_path, capsys):
+    from metahead.training.meta import train
+
+    run = tmp_path / "run"
+    train(
+        tiny_config(tiny_data, run, "train.steps=2", "train.checkpoint_every=1", "train.keep_checkpoints=0")
+    )
+    newest = checkpoint.state_path(run, 2)
+    newest.write_bytes(newest.read_bytes()[:4096])  # a node lost while writing, a full disk
+    capsys.readouterr()
+    train(tiny_config(tiny_data, run, "train.steps=3", "train.checkpoint_every=1"), resume=True)
+    out = capsys.readouterr().out
+    assert f"resumed from {checkpoint.state_path(run, 1)}" in out
+    assert f"passed over a newer training state: {newest}: not a readable metahead checkpoint" in out
+    assert [checkpoint.load_state(p)["step"] for _, p in checkpoint.list_states(run)] == [1, 2, 3]
+
+
+def test_resume_with_another_content_loss_is_refused(tiny_data, tmp_path):
+    from metahead.training.meta import CONTENT_LOSS_FILE, train
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, "train.steps=1"))
+    recorded = json.loads((run / CONTENT_LOSS_FILE).read_text())
+    assert recorded["terms"] == {"pixel": {"weight": 1.0, "scales": 3}}
+    assert checkpoint.load_state(checkpoint.latest_state(run))["content_loss"] == recorded
+    assert torch.load(run / "model.pt", weights_only=True)["content_loss"] == recorded
+    refused = (
+        r"state-00000001\.pt: was trained with another content loss.*terms: .*'weight': 1\.0.*'weight': 2\.0"
+    )
+    with pytest.raises(checkpoint.CheckpointError, match=refused):
+        train(tiny_config(tiny_data, run, "train.steps=2", "loss.pixel_weight=2"), resume=True)
+    assert json.loads((run / "config.json").read_text())["loss"]["pixel_weight"] == 1.0  # left as it was
+    assert json.loads((run / CONTENT_LOSS_FILE).read_text()) == recorded
+    train(tiny_config(tiny_data, run, "train.steps=2"), resume=True)  # the same loss resumes
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
     from metahead.training.meta import TrainingDiverged, train
 
@@ -454,6 +508,26 @@ def test_cli_train_saves_resolved_config(tiny_data, tmp_path):
     assert [s for s, _ in checkpoint.list_states(run)] == [1, 2]
     assert json.loads((run / "config.json").read_text())["loss"]["match_weight"] == 10
     assert main(["train", "--out", str(run), "--data", str(tiny_data)]) == 2  # no --config, no --resume
+
+
+def test_dry_run_reports_what_to_check_before_booking_gpus(tiny_data, tmp_path, capsys, monkeypatch):
+    from metahead.cli import main
+
+    monkeypatch.chdir(tmp_path)  # nothing may be left behind, here or in a run folder
+    sets = ["train.device=cpu", "loss.identity_network=none", "train.batch_size=2"]
+    args = ["train", "--config", "tiny", "--data", str(tiny_data), "--dry-run"]
+    capsys.readouterr()
+    assert main(args + [x for item in sets for x in ("--set", item)]) == 0
+    report = capsys.readouterr().out
+    lines = report[report.index("metahead train --dry-run") :].splitlines()
+    assert lines[0].startswith("metahead train --dry-run: preset tiny, 4 training videos, 1 process(es)")
+    assert lines[1].startswith("parameters: E ") and " G " in lines[1] and " D " in lines[1]
+    assert lines[2].startswith("W: 4 x 32 = ")
+    assert lines[3].startswith("peak memory: ")
+    assert lines[4].startswith("step time: ") and "images/s" in lines[4]
+    assert lines[5].startswith("one epoch: 2 steps of 2 x 1 episodes: ")  # 4 videos, batch 2
+    assert lines[6].startswith("W's start (embedder): E over K frames") and "timed on 4" in lines[6]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ from torch import nn
 from metahead import perf
 from metahead.config import ExperimentConfig, FinetuneConfig
 from metahead.data.format import DataError, VideoReader, read_info
-from metahead.fileio import atomic_path
+from metahead.fileio import UnreadableFile, atomic_path, read_weights_file
 from metahead.landmarks.draw import draw_landmarks
 from metahead.landmarks.parts import NUM_LANDMARKS
 from metahead.landmarks.retarget import SAME_FACE_TOLERANCE, Retargeter, choose_neutral_frame, shape_distance
@@ -809,9 +809,9 @@ class Avatar:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: avatar file not found")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for corrupt or unsafe files
-            raise AvatarError(f"{path}: not a readable avatar file: {err}") from err
+            state = read_weights_file(path)
+        except UnreadableFile as err:
+            raise AvatarError(f"{path}: not a readable avatar file: {err}") from None
         if not isinstance(state, dict) or state.get("format") != AVATAR_FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             hint = (

@@ -67,10 +67,14 @@ def _add_train(sub) -> None:
     )
     p.add_argument("--config", choices=sorted(PRESETS), help="config preset (with --resume: RUN/config.json)")
     p.add_argument("--data", help="dataset folder (made by `metahead synth` or `metahead prepare`)")
-    p.add_argument(
-        "--out", required=True, help="run folder: config.json, checkpoints/, model.pt, logs, samples/"
-    )
+    p.add_argument("--out", help="run folder: config.json, checkpoints/, model.pt, logs, samples/")
     p.add_argument("--resume", action="store_true", help="continue from RUN's newest checkpoint (if any)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build everything, train three steps in a scratch folder, and report parameters, memory, step "
+        "time, images/s, W's size and the projected time per epoch on --data (nothing is kept)",
+    )
     _add_overrides(p, "override a config value, e.g. --set train.steps=5000 (repeatable)")
     p.set_defaults(func=_run_train)
 
@@ -81,7 +85,11 @@ def _run_train(args) -> int:
     from metahead.config import ExperimentConfig, apply_overrides, preset
     from metahead.training.meta import CONFIG_FILE, TrainingDiverged, train
 
-    saved = Path(args.out) / CONFIG_FILE
+    if not args.out and not args.dry_run:
+        raise ValueError("give --out RUN (the run folder)")
+    if args.dry_run and args.resume:
+        raise ValueError("--dry-run starts a scratch run: it cannot --resume")
+    saved = Path(args.out or "") / CONFIG_FILE
     if args.resume and saved.exists():
         # The run's own config (with the overrides it was started with); --set may still change it.
         cfg = ExperimentConfig.load(saved)
@@ -94,9 +102,16 @@ def _run_train(args) -> int:
     cfg = apply_overrides(cfg, args.overrides)
     if args.data:
         cfg.train.data = args.data
-    cfg.train.out = args.out
+    cfg.train.out = args.out or ""
     if not cfg.train.data:
         raise ValueError("give --data DIR")
+    if args.dry_run:
+        from metahead.training.dry_run import dry_run, format_report
+
+        report = dry_run(cfg)
+        if report.is_main:
+            print(format_report(report))
+        return 0
     try:
         train(cfg, resume=args.resume)
     except TrainingDiverged as err:

@@ -30,6 +30,10 @@ class ModelConfig:
     num_bottleneck_blocks: int = 4
     attention_down_resolution: int = 32  # paper: self-attention at 32x32 in every down path
     attention_up_resolution: int = 64  # paper: at 64x64 in G's up path
+    # G's up-path widths (the paper is silent): "lab" = the authors' lab code (generators/FSTH.py), twice
+    # the down path's width at each resolution below image_size (512, 256, 128 at 32², 64², 128²; 64 at
+    # 256²); "mirror" = the down path's widths (metahead before issue 19; the CPU presets keep it).
+    generator_up_widths: str = "lab"
     discriminator_final_resolution: int = 4  # paper: one extra residual block at 4x4
     embedder_final_resolution: int = 4  # E's down path ends where D's does (paper: same blocks as D's V)
     spectral_norm: bool = True  # paper: on every conv and linear layer, P included
@@ -39,7 +43,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    # L_CNT. Paper v1 weights; later versions use 1.5e-1 / 2.5e-2 (ports).
+    # L_CNT. Paper v1 weights (arXiv 1905.08233v1); v2 / ICCV and the ports use 1.5e-1 / 2.5e-2
+    # (preset paper-256-v2).
     vgg19_weight: float = 1e-2
     vggface_weight: float = 2e-3
     vgg19_weights_path: str | None = None  # or env METAHEAD_VGG19_WEIGHTS
@@ -49,6 +54,10 @@ class LossConfig:
     # the VGG-Face mean (the vgg_face_dag.pth conversion).
     vgg19_input: str = "caffe"
     vggface_input: str = "caffe"
+    # Without VGG weights a run refuses to start unless this is true: then it trains on the offline
+    # content loss below (pixel L1 + identity features). The paper presets need the VGG files; the CPU
+    # presets, the demo and the tests allow the offline loss.
+    allow_offline: bool = False
     # Used when no VGG weights are configured (documented in docs/losses.md).
     # dlib face-recognition features on aligned chips; calibrated on real faces so that for a blurred frame
     # the weighted identity term is ~3x the pixel term (benchmarks/calibrate_identity_weight.py).
@@ -86,12 +95,10 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     time_limit_minutes: float = 0.0  # stop with a checkpoint once this much wall time has passed; 0: none
-    # FT model: start each W_i at the initial E's embedding of its video instead of near zero. Without it,
-    # L_MCH (x80) drags ê towards W's tiny init and E's final ReLU dies (measured; docs/training.md).
-    init_video_embeddings: bool = True
-    # Where W starts (FT model, with init_video_embeddings): "embedder" (E's ê_i as it is) or "centred" (ê_i
-    # minus its mean over the training videos). E's outputs are ReLU sums, all positive and large, so with
-    # "embedder" D's first scores are +150 to +260 and D spends hundreds of steps undoing its own start.
+    # Where W (D's per-video embeddings) starts in a fresh FT run (training/video_embeddings.py):
+    # "embedder": W_i = the initial E's embedding ê_i of video i; "centred": ê_i minus the mean of ê over
+    # all training videos; "random": nn.Embedding's normal init with std 1/N. With "random", L_MCH (x80)
+    # drags ê towards W's tiny init and E's final ReLU dies (measured; docs/training.md).
     video_embedding_init: str = "embedder"
     # Running average of E's and G's weights for samples, the model file and avatars (lab: 0.999); 0: off.
     ema_decay: float = 0.0
@@ -137,7 +144,8 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        return _from_dict(cls, data)
+        """From to_dict's output, also as written by older metahead versions (see _upgrade)."""
+        return _from_dict(cls, _upgrade(data))
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
@@ -150,8 +158,48 @@ class ExperimentConfig:
             raise ValueError(f"{path}: not a valid metahead config: {err}") from err
 
 
+VIDEO_EMBEDDING_INITS = ("embedder", "centred", "random")  # train.video_embedding_init
+GENERATOR_UP_WIDTHS = ("lab", "mirror")  # model.generator_up_widths
+
+# Fields added after config files were first written, with the value an older file meant by leaving
+# them out (so that old runs, model files and avatars load as what they were).
+_ADDED_FIELDS: dict[str, dict[str, Any]] = {
+    "model": {"generator_up_widths": "mirror"},
+    "loss": {"allow_offline": True},
+}
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """An older config dict in today's fields: added fields get their old meaning, and the boolean
+    train.init_video_embeddings becomes train.video_embedding_init ("embedder" or "random")."""
+    data = copy.deepcopy(data)
+    for section, added in _ADDED_FIELDS.items():
+        if isinstance(data.get(section), dict):
+            for name, value in added.items():
+                data[section].setdefault(name, value)
+    train = data.get("train")
+    if isinstance(train, dict) and "init_video_embeddings" in train:
+        initialise = train.pop("init_video_embeddings")
+        train.setdefault("video_embedding_init", "embedder" if initialise else "random")
+    return data
+
+
 def _paper_256() -> ExperimentConfig:
+    """The paper's v1 (arXiv 1905.08233v1, May 2019): L_CNT weights 1e-2 (VGG19) and 2e-3 (VGGFace), L_MCH
+    80 (v1 ports). Needs the two VGG weight files (docs/losses.md). The dataclass defaults are this preset.
+    """
     return ExperimentConfig(preset="paper-256")
+
+
+def _paper_256_v2() -> ExperimentConfig:
+    """The paper's v2 (arXiv 1905.08233v2, Sep 2019, the ICCV version) as the public ports read it:
+    L_CNT weights 1.5e-1 (VGG19) and 2.5e-2 (VGGFace), L_MCH 10. Everything else as paper-256."""
+    cfg = _paper_256()
+    cfg.preset = "paper-256-v2"
+    cfg.loss.vgg19_weight = 1.5e-1
+    cfg.loss.vggface_weight = 2.5e-2
+    cfg.loss.match_weight = 10.0
+    return cfg
 
 
 def _cpu_128() -> ExperimentConfig:
@@ -163,7 +211,9 @@ def _cpu_128() -> ExperimentConfig:
         embedding_dim=256,
         generator_bottleneck_resolution=16,
         num_bottleneck_blocks=3,
+        generator_up_widths="mirror",  # what the CPU presets' measurements and tuning were made with
     )
+    cfg.loss.allow_offline = True  # no VGG files on the CPU machines this was made for
     cfg.train.amp = "auto"  # bf16 is ~10x slower than fp32 on CPUs without native bf16 (AVX2 only)
     return cfg
 
@@ -250,7 +300,9 @@ def _tiny() -> ExperimentConfig:
         attention_down_resolution=16,
         attention_up_resolution=16,
         discriminator_final_resolution=4,
+        generator_up_widths="mirror",
     )
+    cfg.loss.allow_offline = True
     cfg.train.shots = 2
     cfg.train.num_workers = 0
     cfg.train.log_every = 1
@@ -261,6 +313,7 @@ def _tiny() -> ExperimentConfig:
 
 PRESETS: dict[str, typing.Callable[[], ExperimentConfig]] = {
     "paper-256": _paper_256,
+    "paper-256-v2": _paper_256_v2,
     "cpu-128": _cpu_128,
     "cpu-64": _cpu_64,
     "demo": _demo,

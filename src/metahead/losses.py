@@ -6,9 +6,12 @@ Each loss returns its total and a dict of named terms (for logging); the caller 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +57,35 @@ def resolve_weights_path(configured: str | None, env_var: str, what: str) -> str
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} weights file not found: {path} (set by {source})")
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def offline_content_loss_refused() -> ValueError:
+    return ValueError(
+        "no VGG19/VGGFace weights configured, and this config's content loss needs them "
+        f"(loss.allow_offline=false). Set ${VGG19_ENV} and ${VGGFACE_ENV} (or loss.vgg19_weights_path and "
+        "loss.vggface_weights_path) to the weight files (docs/losses.md says which files), or set "
+        "loss.allow_offline=true to train on the offline content loss (pixel L1 + identity features) instead"
+    )
+
+
+def content_loss_differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two ContentLoss.record dicts, in words (file paths may differ: checksums
+    decide)."""
+    differences = []
+    for key in sorted(set(before) | set(now)):
+        if key == "paths":
+            continue
+        if before.get(key) != now.get(key):
+            differences.append(f"{key}: {before.get(key)!r} -> {now.get(key)!r}")
+    return differences
 
 
 class IdentityFeatureLoss(nn.Module):
@@ -113,6 +145,8 @@ class ContentLoss(nn.Module):
         self.vgg19 = perceptual.load_vgg19(vgg19_path, loss_cfg.vgg19_input) if vgg19_path else None
         self.vggface = perceptual.load_vggface(vggface_path, loss_cfg.vggface_input) if vggface_path else None
         self.offline = self.vgg19 is None and self.vggface is None
+        if self.offline and not loss_cfg.allow_offline:
+            raise offline_content_loss_refused()
         self.identity: nn.Module | None = None
         if self.offline and loss_cfg.identity_weight > 0:
             if identity_loss is not None:
@@ -135,6 +169,8 @@ class ContentLoss(nn.Module):
             if self.identity is not None:
                 terms.append(f"identity features x {loss_cfg.identity_weight:g} (when landmarks are given)")
         self.description = "content loss: " + " + ".join(terms)
+        self._paths = {"vgg19": vgg19_path, "vggface": vggface_path}
+        self._custom_identity = identity_loss is not None
         if self.offline:
             log.warning(
                 "no VGG19/VGGFace weights configured (LossConfig paths or $%s / $%s): using the offline "
@@ -143,6 +179,36 @@ class ContentLoss(nn.Module):
                 VGGFACE_ENV,
                 self.description,
             )
+
+    @functools.cached_property
+    def record(self) -> dict[str, Any]:
+        """What this loss is, as plain values for configs and checkpoints: its terms with their weights (and
+        input conventions), and the weight files' sha256 (paths kept aside: they may differ between
+        machines). Computed when first asked for (hashing a VGG file takes a second or two)."""
+        cfg, custom_identity = self.cfg, self._custom_identity
+        vgg19_path, vggface_path = self._paths["vgg19"], self._paths["vggface"]
+        terms: dict[str, Any] = {}
+        files: dict[str, str] = {}
+        paths: dict[str, str] = {}
+        if self.offline:
+            terms["pixel"] = {"weight": cfg.pixel_weight, "scales": cfg.pixel_scales}
+            if self.identity is not None:
+                name = "custom" if custom_identity else cfg.identity_network
+                terms["identity"] = {"weight": cfg.identity_weight, "network": name}
+                if name == "dlib":
+                    from metahead.models.face_identity import default_dlib_model_path
+
+                    paths["identity"] = str(default_dlib_model_path())
+        for name, path, weight, convention in (
+            ("vgg19", vgg19_path, cfg.vgg19_weight, cfg.vgg19_input),
+            ("vggface", vggface_path, cfg.vggface_weight, cfg.vggface_input),
+        ):
+            if path is not None:
+                terms[name] = {"weight": weight, "input": convention}
+                paths[name] = path
+        for name, path in paths.items():
+            files[name] = file_sha256(path)
+        return {"terms": terms, "sha256": files, "paths": paths}
 
     def forward(
         self,

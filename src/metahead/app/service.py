@@ -44,6 +44,7 @@ from metahead.avatar import (
 )
 from metahead.data.format import DataError
 from metahead.data.video_io import enlarge_frames
+from metahead.fileio import read_weights_file
 
 # What a progress report looks like: (fraction done in [0, 1] or None, what is happening).
 ProgressFn = Callable[[float | None, str], None]
@@ -183,7 +184,6 @@ class ModelInfo:
 def load_model_info(path: Path | None, device: str) -> ModelInfo:
     """Load the model once for the whole app; a missing or unusable file becomes an error message.
     path None: the first of demo_model_candidates that exists."""
-    import torch
 
     from metahead.training import checkpoint
 
@@ -207,7 +207,7 @@ def load_model_info(path: Path | None, device: str) -> ModelInfo:
             return ModelInfo(path, False, error=error)
     try:
         networks = checkpoint.load_model(path, map_location=device)
-        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("step")
+        step = read_weights_file(path, mmap=True).get("step")
     except (checkpoint.CheckpointError, OSError, ValueError, KeyError) as err:
         which = f"`{path}` (the model `make demo` trains, found in {found_in}): " if is_default else ""
         return ModelInfo(path, is_default, found_in, error=f"{which}this model file cannot be used: {err}")

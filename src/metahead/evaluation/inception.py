@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metahead.fileio import UnreadableFile, read_weights_file
+
 INCEPTION_WEIGHTS_ENV = "METAHEAD_INCEPTION_WEIGHTS"
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INPUT_SIZE = 299
@@ -317,9 +319,9 @@ def load_fid_inception(
     """FIDInception with weights from `path` or $METAHEAD_INCEPTION_WEIGHTS."""
     weights = inception_weights_path(path)
     try:
-        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt or non-torch file: say which file
-        raise ValueError(f"{weights}: cannot read as a PyTorch weight file ({error})") from error
+        state_dict = read_weights_file(weights)
+    except UnreadableFile as error:
+        raise ValueError(f"{weights}: cannot read as a PyTorch weight file: {error}") from None
     model = FIDInception(quantize=quantize)
     load_inception_state_dict(model, state_dict, source=str(weights))
     return model.to(device)

@@ -21,6 +21,18 @@ from metahead.models.blocks import (
 )
 
 
+def up_channels_at(cfg: ModelConfig, resolution: int) -> int:
+    """G's up-path width at `resolution` (model.generator_up_widths): "mirror" = the down path's width there;
+    "lab" = the authors' lab code, the down path's width one halving further down (twice as wide, capped
+    at max_channels), base_channels at full resolution (paper-256: 512 @32², 256 @64², 128 @128², 64 @256²).
+    """
+    if cfg.generator_up_widths == "mirror":
+        return channels_at(cfg, resolution)
+    if cfg.generator_up_widths == "lab":
+        return channels_at(cfg, resolution // 2) if resolution < cfg.image_size else cfg.base_channels
+    raise ValueError(f"model.generator_up_widths={cfg.generator_up_widths!r}: choose 'lab' or 'mirror'")
+
+
 class Generator(nn.Module):
     """G: residual down blocks with instance norm (on the landmark image) and self-attention, residual
     bottleneck blocks with AdaIN, residual up blocks with AdaIN and self-attention at
@@ -51,7 +63,7 @@ class Generator(nn.Module):
         self.up = nn.ModuleList()
         self.up_attention = nn.ModuleDict()
         for i, res in enumerate(up_resolutions):
-            out = channels_at(cfg, res)
+            out = up_channels_at(cfg, res)
             self.up.append(ResidualBlock(channels, out, resample="up", norm="adain", **kw))
             if res == cfg.attention_up_resolution:
                 self.up_attention[str(i)] = SelfAttention(out, **kw)

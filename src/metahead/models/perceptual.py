@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from metahead.fileio import UnreadableFile, read_weights_file
+
 # Torchvision `features` layouts: channel count per conv, "M" per max-pool.
 VGG19_LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
                                        512, 512, 512, 512, "M", 512, 512, 512, 512, "M")  # fmt: skip
@@ -162,8 +164,10 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tenso
 
             state = load_file(path)
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 -- any unreadable file gets the same clear message
+            state = read_weights_file(path)
+    except UnreadableFile as err:
+        raise ValueError(f"{path}: cannot read as a {what} state dict: {err}") from None
+    except Exception as err:  # noqa: BLE001 -- safetensors' errors: any unreadable file, one clear message
         raise ValueError(f"{path}: cannot read as a {what} state dict ({type(err).__name__}: {err})") from err
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from metahead.config import ExperimentConfig
-from metahead.fileio import atomic_path
+from metahead.fileio import UnreadableFile, atomic_path, read_weights_file
+from metahead.losses import content_loss_differences
 
 STATE_FORMAT = "metahead-training-state"
 MODEL_FORMAT = "metahead-model"
@@ -116,13 +117,15 @@ def save_state(
     world_size: int = 1,
     fingerprint: str = "",
     averaged: dict[str, Any] | None = None,
+    content_loss: dict[str, Any] | None = None,
 ) -> Path:
     """Write RUN/checkpoints/state-STEP.pt atomically and delete all but the newest `keep` states
     (keep <= 0: keep all).
 
     networks: {"embedder": E, "generator": G, "discriminator": D}; optimizers: name -> anything with
     state_dict(). rng_states: one entry per rank (rank r resumes with entry r). fingerprint: the weights'
-    hash that all `world_size` ranks agreed on (distributed.fingerprint), for the record.
+    hash that all `world_size` ranks agreed on (distributed.fingerprint), for the record. content_loss:
+    the run's resolved content loss (ContentLoss.record), which a resume must match.
     """
     state = {
         "format": STATE_FORMAT,
@@ -136,6 +139,7 @@ def save_state(
         "world_size": world_size,
         "fingerprint": fingerprint,
         "averaged": averaged or {},  # the EMA of E and G (training/ema.py), when the run keeps one
+        "content_loss": content_loss,
     }
     path = state_path(run_dir, step)
     with atomic_path(path) as tmp:
@@ -155,6 +159,39 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     return state
 
 
+def newest_readable_state(
+    run_dir: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """(path, state, why each newer state was passed over) for the newest training state in RUN/checkpoints
+    that loads, e.g. past one cut short by a full disk or a lost node; None when there is none. Raises
+    CheckpointError when there are states but none is readable."""
+    passed_over: list[str] = []
+    for _, path in reversed(list_states(run_dir)):
+        try:
+            return path, load_state(path, map_location), passed_over
+        except CheckpointError as err:
+            passed_over.append(str(err))
+    if passed_over:
+        raise CheckpointError(f"{run_dir}: no training state there is readable: {'; '.join(passed_over)}")
+    return None
+
+
+def check_content_loss(state: dict[str, Any], record: dict[str, Any], path: str | os.PathLike) -> bool:
+    """Refuse to resume from `state` with another content loss than it was trained with (ContentLoss.record:
+    terms, weights, weight files' checksums). False when the state predates the record (cannot check)."""
+    saved = state.get("content_loss")
+    if saved is None:
+        return False
+    differences = content_loss_differences(saved, record)
+    if differences:
+        raise CheckpointError(
+            f"{path}: was trained with another content loss than this run would use now: "
+            f"{'; '.join(differences)}. Resume with the loss it started with (the same weight files, terms "
+            "and weights: RUN/content_loss.json), or start a new run"
+        )
+    return True
+
+
 # --- Model file ----------------------------------------------------------------------------------------
 
 
@@ -165,13 +202,16 @@ def model_state(
     discriminator: nn.Module,
     num_videos: int,
     step: int,
+    content_loss: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model file's contents: E, G (with P), D's V, w0 and b; W (num_videos × N) left out."""
+    """The model file's contents: E, G (with P), D's V, w0 and b; W (num_videos × N) left out; the content
+    loss it was trained with (ContentLoss.record), for the record."""
     return {
         "format": MODEL_FORMAT,
         "version": FORMAT_VERSION,
         "step": step,
         "config": cfg.to_dict(),
+        "content_loss": content_loss,
         "num_videos": num_videos,
         "embedder": embedder.state_dict(),
         "generator": generator.state_dict(),
@@ -189,11 +229,12 @@ def save_model(
     discriminator: nn.Module,
     num_videos: int,
     step: int = 0,
+    content_loss: dict[str, Any] | None = None,
 ) -> Path:
     """Write the model file atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(model_state(cfg, embedder, generator, discriminator, num_videos, step), tmp)
+        torch.save(model_state(cfg, embedder, generator, discriminator, num_videos, step, content_loss), tmp)
     return path
 
 
@@ -236,9 +277,9 @@ def _load(path: str | os.PathLike, map_location: str | torch.device, expected_fo
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: not a readable metahead checkpoint: {err}") from err
+        state = read_weights_file(path, map_location=map_location)
+    except UnreadableFile as err:
+        raise CheckpointError(f"{path}: not a readable metahead checkpoint: {err}") from None
     if not isinstance(state, dict) or state.get("format") != expected_format:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: format is {found!r}, expected {expected_format!r}")

@@ -13,7 +13,7 @@ import datetime
 import hashlib
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,13 +145,33 @@ def fingerprint(*modules: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def check_ranks_agree(fingerprints: list[str]) -> None:
-    """Raise when the ranks' networks differ: DDP keeps them identical, so a difference means a bug."""
+def check_ranks_agree(fingerprints: list[str], parts: list[dict[str, str]] | None = None) -> None:
+    """Raise when the ranks' networks differ: DDP keeps them identical, so a difference means a bug.
+    `parts`: each rank's fingerprints per network ({"generator": ..., ...}), to say which differ."""
     differing = [rank for rank, f in enumerate(fingerprints) if f != fingerprints[0]]
     if differing:
+        which = ""
+        if parts:
+            names = sorted(
+                {name for rank in differing for name in parts[0] if parts[rank].get(name) != parts[0][name]}
+            )
+            which = f" ({', '.join(names)})" if names else ""
         raise RuntimeError(
-            f"ranks {differing} hold different network weights from rank 0: the processes fell out of sync"
+            f"ranks {differing} hold different network weights{which} from rank 0: the processes fell out "
+            "of sync"
         )
+
+
+def check_same_on_every_rank(
+    value: Any, ctx: DistributedContext, what: str, differences: Callable[[Any, Any], list[str]]
+) -> None:
+    """Raise on every rank when a rank's `value` differs from rank 0's; `differences(rank 0's, other)`
+    says how, in words (e.g. another content loss because a node lacks an environment variable)."""
+    gathered = all_gather_objects(value, ctx)
+    for rank, other in enumerate(gathered[1:], start=1):
+        found = differences(gathered[0], other)
+        if found:
+            raise RuntimeError(f"rank {rank} has another {what} than rank 0: {'; '.join(found)}")
 
 
 def broadcast_flag(flag: bool, ctx: DistributedContext) -> bool:

@@ -37,17 +37,30 @@ from metahead import perf
 from metahead.config import ExperimentConfig, LossConfig
 from metahead.data.episodes import EpisodeDataset
 from metahead.fileio import atomic_write_text
-from metahead.losses import ContentLoss, adversarial_loss, discriminator_loss, matching_loss
+from metahead.losses import (
+    ContentLoss,
+    adversarial_loss,
+    content_loss_differences,
+    discriminator_loss,
+    matching_loss,
+)
 from metahead.models import Discriminator, Embedder, Generator, embed_person
 from metahead.training import checkpoint, distributed
 from metahead.training.ema import WeightAverage
 from metahead.training.logging import RunLogger, sample_grid
-from metahead.training.video_embeddings import RowwiseAdam, exchange_row_gradients, row_gradients
+from metahead.training.video_embeddings import (
+    RowwiseAdam,
+    broadcast_video_embeddings,
+    check_video_embedding_init,
+    exchange_row_gradients,
+    initialise_video_embeddings,
+    row_gradients,
+)
 
 CONFIG_FILE = "config.json"
+CONTENT_LOSS_FILE = "content_loss.json"  # the resolved L_CNT (ContentLoss.record); checkpoints hold it too
 NUM_SAMPLE_EPISODES = 4
 AMP_MODES = ("none", "bf16", "auto")
-VIDEO_EMBEDDING_INITS = ("embedder", "centred", "random")
 VIDEO_EMBEDDINGS = "video_embeddings.weight"  # W's name in D
 
 
@@ -70,35 +83,6 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> Path:
         distributed.cleanup(ctx)
 
 
-@torch.no_grad()
-def _initialise_video_embeddings(
-    embedder: Embedder,
-    video_embeddings: torch.Tensor,
-    dataset: EpisodeDataset,
-    device: torch.device,
-    memory_format: torch.memory_format,
-    seed: int,
-    batch_size: int = 8,
-) -> None:
-    """W_i <- ê_i of the initial E, for every training video (FT model, fresh runs only).
-
-    Every rank computes the same rows from the same frames and the same initial E, so W stays identical
-    across ranks without communication. It costs one E pass over K frames per video (an eighth of an
-    epoch's E work); turn it off with train.init_video_embeddings=false.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            images = torch.stack([item["images"][:-1] for item in items]).to(device)
-            landmark_images = torch.stack([item["landmark_images"][:-1] for item in items]).to(device)
-            if memory_format == torch.channels_last:
-                images = images.contiguous()
-            person_embedding, _ = embed_person(embedder, images, landmark_images)
-            indices = torch.stack([torch.as_tensor(item["video_index"]) for item in items]).to(device)
-            video_embeddings[indices] = person_embedding.to(video_embeddings.dtype)
-
-
 def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedContext) -> Path:
     tc = cfg.train
     run_dir = Path(tc.out)
@@ -106,19 +90,11 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest kernels
 
-    # --- The run folder: resume from its newest state, or start it -------------------------------------
+    # --- The run folder: resume from its newest readable state, or start it ------------------------------
     # Rank 0 decides, so that all ranks resume from the same file (RUN must be readable by every node).
-    newest = checkpoint.latest_state(run_dir) if ctx.is_main else None
-    newest = distributed.broadcast_object(str(newest) if newest else None, ctx)
-    if newest and not resume:
-        raise ValueError(f"{run_dir}: already holds checkpoints; pass --resume, or choose a new --out")
-    state_file = Path(newest) if newest else None
-    state = checkpoint.load_state(state_file, map_location="cpu") if state_file else None
+    state_file, state, passed_over = _resume_state(run_dir, resume, ctx)
     if state is not None:
         _check_resumable(cfg, state, state_file)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     # --- Episodes: K frames to embed + 1 target frame per training video ---------------------------------
     dataset = EpisodeDataset(
@@ -142,6 +118,15 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
         net.to(device, memory_format=memory_format)
     video_embeddings = discriminator.video_embeddings.weight  # W
     content_loss = ContentLoss(cfg.loss).to(device)  # L_CNT
+    # The loss a run started with is the loss it resumes with, on every rank.
+    distributed.check_same_on_every_rank(
+        content_loss.record, ctx, "content loss (weight files, terms or weights)", content_loss_differences
+    )
+    loss_checked = state is not None and checkpoint.check_content_loss(state, content_loss.record, state_file)
+    if ctx.is_main:  # after every check that can refuse the run, so that a refused resume changes nothing
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write_text(run_dir / CONTENT_LOSS_FILE, json.dumps(content_loss.record, indent=2) + "\n")
     optimizer_generator = torch.optim.Adam(  # E, G and P
         [*embedder.parameters(), *generator.parameters()], lr=tc.lr_generator, betas=tc.adam_betas
     )
@@ -163,11 +148,12 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         step = state["step"]
-    if state is None and tc.finetunable and tc.init_video_embeddings and tc.video_embedding_init != "random":
-        _initialise_video_embeddings(embedder, video_embeddings, dataset, device, memory_format, tc.seed)
-        if tc.video_embedding_init == "centred":
-            with torch.no_grad():
-                video_embeddings -= video_embeddings.mean(dim=0, keepdim=True)
+    if state is None and tc.finetunable:  # where W starts: train.video_embedding_init
+        initialise_video_embeddings(
+            video_embeddings, tc.video_embedding_init, embedder, dataset, ctx, seed=tc.seed,
+            num_workers=tc.num_workers, progress=ctx.is_main,
+        )  # fmt: skip
+    broadcast_video_embeddings(video_embeddings, ctx)  # fresh or resumed: rank 0's W on every rank
     average = WeightAverage({"embedder": embedder, "generator": generator}, tc.ema_decay)  # for rendering
     if state is not None and average.enabled and state.get("averaged"):
         average.load_state_dict(state["averaged"])  # (an older state without one: the average starts here)
@@ -199,6 +185,10 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
     )
     if state_file is not None:
         logger.message(f"resumed from {state_file}")
+        for reason in passed_over:
+            logger.message(f"warning: passed over a newer training state: {reason}")
+        if not loss_checked:
+            logger.message(f"warning: {state_file} predates recorded content losses; not compared")
     logger.text("config", "```\n" + json.dumps(cfg.to_dict(), indent=2) + "\n```")
     meter = _Throughput(tc.batch_size * ctx.world_size, tc.shots + 1)
     deadline = time.monotonic() + 60 * tc.time_limit_minutes if tc.time_limit_minutes > 0 else None
@@ -284,7 +274,9 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
                     ),
                 )
             if step % tc.checkpoint_every == 0 or last_step:
-                _save_checkpoint(run_dir, step, cfg, ctx, networks, optimizers, num_videos, average)
+                _save_checkpoint(
+                    run_dir, step, cfg, ctx, networks, optimizers, num_videos, content_loss.record, average
+                )
                 logger.curves()
             if out_of_time and step < tc.steps:
                 logger.message(
@@ -435,11 +427,6 @@ def _check_config(cfg: ExperimentConfig) -> None:
         raise ValueError("train.data is empty: give the dataset folder (--data)")
     if not tc.out:
         raise ValueError("train.out is empty: give the run folder (--out)")
-    if tc.video_embedding_init not in VIDEO_EMBEDDING_INITS:
-        raise ValueError(
-            f"train.video_embedding_init={tc.video_embedding_init!r}: choose one of "
-            + ", ".join(VIDEO_EMBEDDING_INITS)
-        )
     if not 0.0 <= tc.ema_decay < 1.0:
         raise ValueError(f"train.ema_decay must lie in [0, 1), got {tc.ema_decay}")
     if tc.amp not in AMP_MODES:
@@ -457,6 +444,32 @@ def _check_config(cfg: ExperimentConfig) -> None:
             raise ValueError(f"train.{name} must be at least 1, got {getattr(tc, name)}")
     if tc.num_workers < 0 or tc.keep_checkpoints < 0:
         raise ValueError("train.num_workers and train.keep_checkpoints must not be negative")
+    check_video_embedding_init(tc.video_embedding_init)
+
+
+def _resume_state(
+    run_dir: Path, resume: bool, ctx: distributed.DistributedContext
+) -> tuple[Path | None, dict[str, Any] | None, list[str]]:
+    """(state file, its state, why newer states were passed over), or (None, None, []) for a fresh start.
+
+    Rank 0 decides, so that all ranks resume from the same file (RUN must be readable by every node): the
+    newest state that loads (a truncated newest one is passed over, with a warning naming both).
+    """
+    decision: dict[str, Any] = {"refuse": False, "path": None, "passed_over": []}
+    found = None
+    if ctx.is_main:
+        if checkpoint.latest_state(run_dir) and not resume:
+            decision["refuse"] = True
+        elif resume and (found := checkpoint.newest_readable_state(run_dir)):
+            decision.update(path=str(found[0]), passed_over=found[2])
+    decision = distributed.broadcast_object(decision, ctx)
+    if decision["refuse"]:
+        raise ValueError(f"{run_dir}: already holds checkpoints; pass --resume, or choose a new --out")
+    if decision["path"] is None:
+        return None, None, []
+    path = Path(decision["path"])
+    state = found[1] if found is not None else checkpoint.load_state(path, map_location="cpu")
+    return path, state, decision["passed_over"]
 
 
 def _check_resumable(cfg: ExperimentConfig, state: dict[str, Any], path: Path) -> None:
@@ -576,17 +589,21 @@ def _save_checkpoint(
     networks: dict[str, torch.nn.Module],
     optimizers: dict[str, Any],
     num_videos: int,
+    content_loss: dict[str, Any],
     average: WeightAverage,
 ) -> None:
     """Rank 0 writes the training state (with every rank's RNG state) and the model file (E and G: their
     running averages when train.ema_decay > 0), after checking that every rank holds the same weights."""
     fingerprint = distributed.fingerprint(*networks.values()) if ctx.is_distributed else ""
+    parts = (
+        {name: distributed.fingerprint(net) for name, net in networks.items()} if ctx.is_distributed else {}
+    )
     gathered = distributed.all_gather_objects(
-        {"rng": checkpoint.capture_rng_state(), "fingerprint": fingerprint}, ctx
+        {"rng": checkpoint.capture_rng_state(), "fingerprint": fingerprint, "parts": parts}, ctx
     )
     if not ctx.is_main:
         return
-    distributed.check_ranks_agree([g["fingerprint"] for g in gathered])
+    distributed.check_ranks_agree([g["fingerprint"] for g in gathered], [g["parts"] for g in gathered])
     checkpoint.save_state(
         run_dir,
         step,
@@ -598,6 +615,7 @@ def _save_checkpoint(
         keep=cfg.train.keep_checkpoints,
         world_size=ctx.world_size,
         fingerprint=fingerprint,
+        content_loss=content_loss,
         averaged=average.state_dict(),
     )
     checkpoint.save_model(
@@ -608,4 +626,5 @@ def _save_checkpoint(
         networks["discriminator"],
         num_videos,
         step=step,
+        content_loss=content_loss,
     )

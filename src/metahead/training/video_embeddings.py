@@ -14,6 +14,12 @@ unvisited row then has no first moment, so dense Adam leaves it in place and onl
 moment by β2 per step; RowwiseAdam applies that decay, β2^(steps since the last visit), when the row is
 next visited. With β1 > 0 it is "lazy" Adam: a row moves only on visits (dense Adam would keep moving it
 on its momentum). docs/networks.md has the measurements that motivated this.
+
+Where W starts (train.video_embedding_init) is set up here too: `embed_training_videos` runs the initial E
+over K frames of every training video, sharded over ranks and DataLoader workers, and returns the whole
+table, identical on every rank; `initial_video_embeddings` applies the mode to it; and
+`broadcast_video_embeddings` makes W rank 0's on every rank (once, after set-up or resume). From there the
+row exchange keeps it identical: every rank applies the same rows and gradients in the same order.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from metahead.training.distributed import DistributedContext
+from metahead.config import VIDEO_EMBEDDING_INITS
+from metahead.models import Embedder, embed_person
+from metahead.training.distributed import DistributedContext, SeededEpisodes
 
 
 class RowwiseAdam:
@@ -136,3 +145,119 @@ def _all_gather_single(output: torch.Tensor, local: torch.Tensor) -> None:
     # Newer torch calls all_gather_into_tensor all_gather_single (and warns on the old name).
     gather = getattr(torch_dist, "all_gather_single", None) or torch_dist.all_gather_into_tensor
     gather(output, local)
+
+
+# --- Where W starts ------------------------------------------------------------------------------------
+
+
+def video_share(num_videos: int, ctx: DistributedContext) -> list[int]:
+    """The training videos this rank embeds: every world_size-th, from its rank on."""
+    return list(range(ctx.rank, num_videos, ctx.world_size))
+
+
+@torch.no_grad()
+def embed_training_videos(
+    embedder: Embedder,
+    episodes: Dataset,
+    ctx: DistributedContext,
+    *,
+    seed: int,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> torch.Tensor:
+    """(num_videos, N): row i is E's ê_i, the mean embedding of K frames of training video i, the same
+    table on every rank.
+
+    `episodes`: the EpisodeDataset (item i: K+1 frames of video i, drawn with torch's RNG; the first K are
+    embedded). Video i's frames are drawn with seed + i, so which frames are embedded depends neither on
+    the number of ranks nor on the DataLoader workers. Each rank embeds its share (`video_share`), its
+    workers decode, and one all-gather assembles the table: every row is computed once, by one rank, and
+    copied to all. A progress bar on rank 0 counts its share.
+    """
+    num_videos = len(episodes)  # type: ignore[arg-type]
+    share = video_share(num_videos, ctx)
+    loader = DataLoader(
+        SeededEpisodes(episodes),
+        batch_size=batch_size,
+        sampler=[(index, seed + index) for index in share],
+        num_workers=num_workers,
+        pin_memory=ctx.device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed),  # leaves the global RNG alone
+    )
+    rows: list[torch.Tensor] = []
+    from tqdm import tqdm
+
+    with tqdm(
+        total=len(share),
+        unit="video",
+        desc=f"W: embedding training videos (rank 0's {len(share)} of {num_videos})",
+        disable=not (progress and ctx.is_main),
+        dynamic_ncols=True,
+    ) as bar:
+        for batch in loader:
+            images = batch["images"][:, :-1].to(ctx.device, non_blocking=True)
+            landmark_images = batch["landmark_images"][:, :-1].to(ctx.device, non_blocking=True)
+            person_embedding, _ = embed_person(embedder, images, landmark_images)
+            rows.append(person_embedding.float())
+            bar.update(len(person_embedding))
+    dim = embedder.cfg.embedding_dim
+    mine = torch.cat(rows) if rows else torch.zeros(0, dim, device=ctx.device)
+    if not ctx.is_distributed:
+        return mine
+    # Rank r's j-th row is video r + j * world_size; pad every share to the longest for the all-gather.
+    per_rank = -(-num_videos // ctx.world_size)
+    padded = mine.new_zeros(per_rank, dim)
+    padded[: len(mine)] = mine
+    gathered = padded.new_empty(ctx.world_size * per_rank, dim)
+    _all_gather_single(gathered, padded)
+    by_rank = gathered.view(ctx.world_size, per_rank, dim).transpose(0, 1).reshape(-1, dim)
+    return by_rank[:num_videos].contiguous()
+
+
+def initial_video_embeddings(mode: str, embeddings: torch.Tensor) -> torch.Tensor:
+    """W's starting rows from E's table ê (num_videos, N): "embedder" -> ê; "centred" -> ê minus its mean
+    over the training videos. ("random" needs no table: W keeps nn.Embedding's init.)"""
+    if mode == "embedder":
+        return embeddings
+    if mode == "centred":
+        return embeddings - embeddings.mean(dim=0, keepdim=True)
+    raise ValueError(f"train.video_embedding_init={mode!r} does not start from E's embeddings")
+
+
+def check_video_embedding_init(mode: str) -> None:
+    if mode not in VIDEO_EMBEDDING_INITS:
+        raise ValueError(
+            f"train.video_embedding_init={mode!r}: choose one of {', '.join(VIDEO_EMBEDDING_INITS)}"
+        )
+
+
+@torch.no_grad()
+def broadcast_video_embeddings(weight: torch.Tensor, ctx: DistributedContext) -> None:
+    """W <- rank 0's W on every rank. DDP's start-up broadcast skips W (DDP ignores it), and a rank's own
+    computation may differ in the last bits (cuDNN picks kernels per process); after this W is
+    bit-identical everywhere, and the row exchange keeps it so."""
+    if ctx.is_distributed:
+        torch_dist.broadcast(weight.data, src=0)
+
+
+def initialise_video_embeddings(
+    weight: torch.Tensor,
+    mode: str,
+    embedder: Embedder,
+    episodes: Dataset,
+    ctx: DistributedContext,
+    *,
+    seed: int,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> None:
+    """A fresh FT run's W: the mode applied to E's table, or nn.Embedding's init kept ("random").
+    Follow it with broadcast_video_embeddings."""
+    check_video_embedding_init(mode)
+    if mode != "random":
+        table = embed_training_videos(
+            embedder, episodes, ctx, seed=seed, num_workers=num_workers, progress=progress
+        )
+        with torch.no_grad():
+            weight.copy_(initial_video_embeddings(mode, table).to(weight.dtype))
