@@ -115,6 +115,9 @@ def compare(
             {key: round(float(np.mean([c[i][key] for c in curves])), 4) for key in curves[0][i]}
             for i in range(min(len(c) for c in curves))
         ]
+        out["curve"][-1].update(
+            {k: round(float(np.mean([c[-1][k] for c in curves])), 4) for k in ("shots_ssim", "held_out_ssim")}
+        )
     return out
 
 
@@ -133,11 +136,16 @@ def held_out_curve(model, cfg, content_loss, shot_frames, shot_marks, target_fra
         content_loss=content_loss, progress=False, evaluate_every=every,
         held_out=ft.FewShotFrames(targets.images, targets.landmark_images, targets.landmarks),
     )  # fmt: skip
-    return [
+    curve = [
         {"step": r["step"], "shots_l1": r["reconstruction_l1"], "held_out_l1": r["held_out_l1"]}
         for r in result.history
         if "held_out_l1" in r
     ]
+    with torch.no_grad():  # the last point also gets SSIM (in [0, 1]) of the shots and held-out frames
+        for name, frames in (("shots_ssim", shots), ("held_out_ssim", targets)):
+            fake = result.generator(frames.landmark_images, adain_params=result.adain_params)
+            curve[-1][name] = float(ssim((fake.clamp(-1, 1) + 1) / 2, (frames.images + 1) / 2).mean())
+    return curve
 
 
 def main() -> None:

@@ -157,7 +157,7 @@ def finetune(
     held_out: FewShotFrames | None = None,
 ) -> FinetuneResult:
     """Fine-tune copies of G and D on the T frames (cfg.finetune: steps, batch_size, learning rates, seed;
-    cfg.loss: the loss weights; cfg.train.adam_betas).
+    cfg.loss: the loss weights).
 
     content_loss: L_CNT module (default ContentLoss(cfg.loss), built here). evaluate_every > 0 adds the
     reconstruction L1 of all T frames (G in eval mode) to the history every that many steps (and at the
@@ -194,7 +194,7 @@ def finetune(
     discriminator_params = [
         p for name, p in discriminator.named_parameters() if not name.startswith(("video_embeddings.", "w0"))
     ]
-    betas = tuple(cfg.train.adam_betas)
+    betas = tuple(fc.adam_betas)
     optimizer_generator = torch.optim.Adam([*generator_params, adain_params], lr=fc.lr_generator, betas=betas)
     optimizer_discriminator = torch.optim.Adam(
         [*discriminator_params, person_vector], lr=fc.lr_discriminator, betas=betas
