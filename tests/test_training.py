@@ -526,7 +526,7 @@ def test_dry_run_reports_what_to_check_before_booking_gpus(tiny_data, tmp_path, 
     assert lines[3].startswith("peak memory: ")
     assert lines[4].startswith("step time: ") and "images/s" in lines[4]
     assert lines[5].startswith("one epoch: 2 steps of 2 x 1 episodes: ")  # 4 videos, batch 2
-    assert lines[6].startswith("W's start (embedder): E over K frames") and "timed on 4" in lines[6]
+    assert lines[6].startswith("W's start (centred): E over K frames") and "timed on 4" in lines[6]
     assert list(tmp_path.iterdir()) == []
 
 

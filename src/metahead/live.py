@@ -448,7 +448,23 @@ class CameraSource:
         raise CameraLost(f"{self.name}: the camera stream ended")
 
 
-class FramePump:
+class _Worker:
+    """A daemon thread running the subclass's `_run` until `stop()` (which sets `_stop` and waits)."""
+
+    def __init__(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class FramePump(_Worker):
     """Reads a FrameSource in a thread into a LatestFrame. A camera that fails is opened again every
     `retry_seconds` (unplugged and plugged back) while `error` says what happened; a file that ends
     closes the mailbox."""
@@ -462,16 +478,7 @@ class FramePump:
         self.retry_seconds = retry_seconds
         self.error: str | None = None
         self.finished = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="metahead-live-frames", daemon=True)
-
-    def start(self) -> FramePump:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        super().__init__("metahead-live-frames")
 
     def _run(self) -> None:
         try:
@@ -675,7 +682,7 @@ class LiveRun:
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, latency)
 
 
-class TrackingStage:
+class TrackingStage(_Worker):
     """Tracking in a thread of its own (`live_frames(pipeline=True)`): it tracks the newest camera frame
     while the caller renders the previous one, so on two cores a frame takes max(track, render) instead of
     their sum. Its results go through a LatestFrame as well: never queued."""
@@ -685,16 +692,7 @@ class TrackingStage:
         self.frames = frames
         self.out = LatestFrame()  # (TimedFrame, TrackedFrame)
         self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="metahead-live-track", daemon=True)
-
-    def start(self) -> TrackingStage:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        super().__init__("metahead-live-track")
 
     def _run(self) -> None:
         try:

@@ -5,6 +5,7 @@ Every step, for a batch of episodes:
     E embeds the K frames              ê(k) = E(x(s_k), y(s_k))          ê = mean_k ê(k)
     G renders the target frame          x̂ = G(y(t), P ê)
     E, G, P step on                     L_CNT(x̂, x(t)) + L_ADV(x̂) (+ L_MCH(ê(k), W_i) for the FT model)
+    (train.ema_decay > 0: the running average of E and G, which samples and the model file use, follows)
     D steps (train.discriminator_steps) on L_DSC = max(0, 1 + D(x̂)) + max(0, 1 - D(x(t)))
 
 The two updates have their own backward passes (one shared backward, as in the public ports, lets G's
