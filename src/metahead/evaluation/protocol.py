@@ -316,9 +316,12 @@ class WorkerState:
 
     def read_tensors(self, frames: Sequence[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames (N, 3, S, S) in [-1, 1] and landmarks (N, 68, 2) at the model's size S."""
+        return self.as_tensors(*self.read(frames))
+
+    def as_tensors(self, images: np.ndarray, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """`read`'s uint8 frames and landmarks as read_tensors gives them (without decoding them again)."""
         from metahead.data.episodes import frames_to_tensor, resize_frames
 
-        images, points = self.read(frames)
         return resize_frames(frames_to_tensor(images), torch.from_numpy(points), self.image_size)
 
 
@@ -396,13 +399,13 @@ def _self_reenactment(state: WorkerState, job: SelfJob, key: str) -> dict[str, A
     timings: dict[str, float] = {}
     started = time.perf_counter()
     real, target_landmarks = state.read_tensors(job.plan.targets)
-    shot_images, shot_landmarks = state.read_tensors(job.plan.shots(job.shots))
+    shot_frames, shot_points = state.read(job.plan.shots(job.shots))
+    shot_images, shot_landmarks = state.as_tensors(shot_frames, shot_points)
     shot_ssim = None  # how closely the avatar re-renders its own T shots (none for the nearest shot: 1)
     if job.method == "nearest_shot":
         fake = nearest_shot(shot_images, shot_landmarks, target_landmarks)
         timings["avatar"] = 0.0
     else:
-        shot_frames, shot_points = state.read(job.plan.shots(job.shots))
         avatar = _make_avatar(state, job.method, shot_frames, shot_points)
         timings["avatar"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -439,7 +442,7 @@ def _cross_identity(state: WorkerState, job: CrossJob, key: str) -> dict[str, An
 
     out = Path(state.cfg.out)
     shot_frames, shot_points = state.read(job.avatar.shots(job.shots))
-    shot_images, shot_landmarks = state.read_tensors(job.avatar.shots(job.shots))
+    shot_images, shot_landmarks = state.as_tensors(shot_frames, shot_points)
     driver_images, driver_landmarks = state.read_tensors(job.driver.targets)
     started = time.perf_counter()
     avatar = _make_avatar(state, job.method, shot_frames, shot_points)
