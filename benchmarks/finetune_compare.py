@@ -31,17 +31,23 @@ from metahead.config import apply_overrides
 from metahead.data.episodes import FewShotDataset
 from metahead.data.format import Dataset
 from metahead.evaluation.baselines import from_scratch_networks
-from metahead.evaluation.metrics import ssim
+from metahead.evaluation.metrics import sharpness, ssim
 from metahead.losses import ContentLoss
 from metahead.training import finetune as ft
 from metahead.training.checkpoint import load_model
 
 
 def held_out_scores(avatar: Avatar, frames: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
-    """L1 (images in [-1, 1]) and SSIM (in [0, 1]) of the avatar's renderings of the held-out frames."""
+    """L1 (images in [-1, 1]), SSIM (in [0, 1]) and sharpness (detail on the face box over the real
+    frame's) of the avatar's renderings of the held-out frames."""
     fake = torch.from_numpy(avatar.render(landmarks)).permute(0, 3, 1, 2).float() / 255
     real = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
-    return {"l1": float((fake - real).abs().mean() * 2), "ssim": float(ssim(fake, real).mean())}
+    detail = sharpness(fake, real, torch.from_numpy(landmarks).float())
+    return {
+        "l1": float((fake - real).abs().mean() * 2),
+        "ssim": float(ssim(fake, real).mean()),
+        "sharpness": float(np.nanmean(detail.numpy())),
+    }
 
 
 def compare(
@@ -104,6 +110,7 @@ def compare(
         name: {
             "l1": round(float(np.mean([e["l1"] for e in entries])), 4),
             "ssim": round(float(np.mean([e["ssim"] for e in entries])), 4),
+            "sharpness": round(float(np.mean([e["sharpness"] for e in entries])), 4),
             "shot_ssim": round(float(np.mean([e["shot_ssim"] for e in entries])), 4),
             "seconds": round(float(np.mean([e["seconds"] for e in entries])), 1),
         }

@@ -40,22 +40,15 @@ import numpy as np
 import torch
 
 from metahead.data.format import DataError, Dataset, VideoReader
+from metahead.evaluation.methods import METHODS, MODEL_METHODS, SAMPLE_FRAMES
 from metahead.evaluation.metrics import FramePairs, MetricResources, available_metric_names, get_metrics
+from metahead.evaluation.report import build_report, write_report_files
 from metahead.evaluation.runner import Job, RunSummary, run_jobs
 from metahead.fileio import atomic_path, atomic_write_text
 
-# name -> label in the report's tables
-METHODS: dict[str, str] = {
-    "ft": "FT",  # the avatar fine-tuned on the T frames (paper's "Ours-FT")
-    "ff": "FF",  # feed-forward: ψ = P ê, no fine-tuning (paper's "Ours-FF")
-    "nearest_shot": "nearest shot",
-    "from_scratch": "from scratch",
-}
-MODEL_METHODS = ("ft", "ff")
 EVAL_SOURCES = ("same-video", "split-video", "other-videos", "auto")
 RESULTS_FILE = "results.jsonl"
 PLAN_FILE = "plan.json"
-SAMPLE_FRAMES = 2  # generated frames kept per job (for the report's image grids)
 
 
 @dataclass
@@ -520,7 +513,6 @@ def evaluate(
     cfg: ProtocolConfig, progress: Callable[[str, int, int], None] | None = None, write_report: bool = True
 ) -> EvaluationRun:
     """Run (or resume) the protocol and write the report into cfg.out."""
-    from metahead.evaluation.report import build_report, write_report_files
 
     if not Path(cfg.model).is_file():
         raise FileNotFoundError(f"{cfg.model}: model file not found")

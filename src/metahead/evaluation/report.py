@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from metahead.evaluation.methods import METHODS, SAMPLE_FRAMES
 from metahead.evaluation.metrics import distribution_score, get_metric, summarize
 from metahead.fileio import atomic_path, atomic_write_text
 
@@ -43,7 +44,6 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
 
 
 def _self_row(cfg, method: str, shots: int, group: list[dict], metric_names: Sequence[str]) -> dict[str, Any]:
-    from metahead.evaluation.protocol import METHODS
 
     row: dict[str, Any] = {
         "method": method,
@@ -93,7 +93,6 @@ def _self_row(cfg, method: str, shots: int, group: list[dict], metric_names: Seq
 
 
 def _cross_rows(results: list[dict]) -> list[dict[str, Any]]:
-    from metahead.evaluation.protocol import METHODS
 
     rows = []
     keys = sorted(
@@ -287,7 +286,6 @@ def _image_grid(cfg, plans: Sequence[Any], report: dict[str, Any], shots: int) -
     from PIL import Image, ImageDraw
 
     from metahead.data.format import VideoReader
-    from metahead.evaluation.protocol import METHODS, SAMPLE_FRAMES
 
     out = Path(cfg.out)
     samples = report["samples"]
