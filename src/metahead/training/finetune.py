@@ -220,23 +220,31 @@ def finetune(
             landmarks = frames.landmarks[index]
 
             # --- G and ψ' step: L_CNT + L_ADV ----------------------------------------------------------
+            # D's pass over the real frames serves both steps: its activations are feature matching's
+            # target here, its realism L_DSC's real half below (D does not change in between; spectral
+            # norm clones its power-iteration vectors, so the graph survives the passes in between).
+            # One D pass fewer per step than a separate pass for each (~8% of a demo step).
+            discriminator.requires_grad_(True)
+            with autocast:
+                real_realism, real_features = discriminator.forward_with_embedding(
+                    real, landmark_image, person_vector
+                )
             discriminator.requires_grad_(False)
             with autocast:
                 fake = generator(landmark_image, adain_params=adain_params)
                 fake_realism, fake_features = discriminator.forward_with_embedding(
                     fake, landmark_image, person_vector
                 )
-                with torch.no_grad():
-                    _, real_features = discriminator.forward_with_embedding(
-                        real, landmark_image, person_vector
-                    )
                 loss_content, content_terms = content_loss(
                     fake, real, fake_landmarks=landmarks, real_landmarks=landmarks
                 )
             loss_adversarial, adversarial_terms = adversarial_loss(
-                fake_realism.float(), [f.float() for f in real_features], [f.float() for f in fake_features],
-                cfg.loss.feature_matching_weight, cfg.loss.adversarial_weight,
-            )  # fmt: skip
+                fake_realism.float(),
+                [f.detach().float() for f in real_features],
+                [f.float() for f in fake_features],
+                cfg.loss.feature_matching_weight,
+                cfg.loss.adversarial_weight,
+            )
             loss_generator = loss_content.float() + loss_adversarial
             if not torch.isfinite(loss_generator):
                 raise FloatingPointError(
@@ -250,12 +258,10 @@ def finetune(
             # --- D and w' step: L_DSC --------------------------------------------------------------------
             discriminator.requires_grad_(True)
             with autocast:
-                realism, _ = discriminator.forward_with_embedding(
-                    torch.cat([real, fake.detach()]),
-                    torch.cat([landmark_image, landmark_image]),
-                    person_vector,
+                fake_realism_d, _ = discriminator.forward_with_embedding(
+                    fake.detach(), landmark_image, person_vector
                 )
-            real_realism, fake_realism_d = realism.float().chunk(2)
+            real_realism, fake_realism_d = real_realism.float(), fake_realism_d.float()
             loss_dsc, _ = discriminator_loss(real_realism, fake_realism_d)
             optimizer_discriminator.zero_grad(set_to_none=True)
             loss_dsc.backward()
