@@ -1,35 +1,16 @@
 """Avatars: a person made from a few photos or a video with a meta-learned model, then rendered and animated.
 
-    avatar = Avatar.create("runs/cpu64/model.pt", images=["me1.jpg", "me2.jpg"], finetune=True)
-    avatar.save("me.avatar")
-    frame = Avatar.load("me.avatar").render(landmarks)          # (68, 2) -> (S, S, 3) uint8
-    for frame in avatar.animate("driver.mp4"): ...               # retargeted onto the avatar's face
-
-Making an avatar (paper Sec. 3.3): the T frames are cropped the way `metahead prepare` crops photos and
-clips (data.face_crop, with prepare's settings), embedded by E (ê_NEW = mean over T), and then either
+This module holds the Avatar object (making, rendering, animating, saving) and Animation, what animating
+returns. Making an avatar (paper Sec. 3.3): the T frames are cropped the way `metahead prepare` crops
+photos and clips (faces.py), embedded by E (ê_NEW = mean over T), and then either
 - fine-tuned (FT, `training.finetune`): G and ψ' = P ê_NEW trained on the T frames, or
 - used feed-forward (FF): ψ̂ = P ê_NEW with the meta-learned G.
 Either way the avatar keeps G's weights and the person's AdaIN parameters ψ as constants: rendering
-never runs E or P again, and G's spectral normalisation is folded into its weights once (W / σ(W)), so
+never runs E or P again, and G's spectral normalisation is folded into its weights once (render.py), so
 a frame costs one landmark drawing and one pass of G, batched. Rendering uses a copy of G prepared once
 by `perf.prepare_generator_for_inference` (ψ a constant buffer, resampling kernels precomputed,
 channels_last); `amp="auto"` renders in bf16 only where the hardware computes bf16 natively.
-
-The avatar file (`Avatar.save`, torch.save of tensors and plain Python values only: it loads with
-torch.load(weights_only=True)):
-
-    format "metahead-avatar", version 1
-    config            the model's ExperimentConfig as a dict (networks are rebuilt from it)
-    mode              "ft" (fine-tuned) or "ff" (feed-forward)
-    generator         G's state dict, spectral norm folded in (keys of Generator(spectral_norm=False))
-    adain_params      ψ (1, num_adain_params) float32: ψ' (FT) or P ê_NEW (FF)
-    person_embedding  ê_NEW (1, N) float32
-    neutral_landmarks (68, 2) float32: the avatar's neutral face (retargeting's target shape)
-    source_landmarks  (T, 68, 2) float32, source_frames (T, S, S, 3) uint8: the T crops it was made from
-    info              dict of str/int/float: model file, its step, T, fine-tuning settings and losses, time
-
-Written atomically; `Avatar.load` checks format, version and that the weights fit the config, and names
-the file in every error.
+The file it saves to and loads from: fileformat.py.
 """
 
 from __future__ import annotations
@@ -39,7 +20,7 @@ import dataclasses
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,430 +30,24 @@ import torch
 from torch import nn
 
 from metahead import perf
+from metahead.avatar.driving import DrivingSequence, check_landmark_sequence, driving_sequence
+from metahead.avatar.faces import (
+    FaceFrames,
+    InputWarning,
+    evenly_spaced,
+    faces_from_dataset_video,
+    faces_from_photos,
+    faces_from_video,
+    is_dataset_video,
+    resize_crops,
+)
+from metahead.avatar.fileformat import AVATAR_FORMAT, AVATAR_VERSION, MODES, plain_values, read_avatar_file
+from metahead.avatar.render import as_points, fold_spectral_norm, to_uint8
 from metahead.config import ExperimentConfig, FinetuneConfig
-from metahead.data.format import DataError, VideoReader, read_info
-from metahead.fileio import UnreadableFile, atomic_path, read_weights_file
+from metahead.fileio import atomic_path
 from metahead.landmarks.draw import draw_landmarks
 from metahead.landmarks.parts import NUM_LANDMARKS
 from metahead.landmarks.retarget import SAME_FACE_TOLERANCE, Retargeter, choose_neutral_frame, shape_distance
-
-AVATAR_FORMAT = "metahead-avatar"
-AVATAR_VERSION = 1
-MODES = ("ft", "ff")
-DEFAULT_FPS = 25.0  # for drivers that carry no frame rate (landmark files, dataset folders)
-
-
-class AvatarError(ValueError):
-    """An avatar file that cannot be used; the message names the file and the problem."""
-
-
-class InputWarning(UserWarning):
-    """Input that was used with a fallback (e.g. the largest of several faces in a photo)."""
-
-
-# =========================================================================================================
-# Inputs: photos, videos and dataset folders -> face crops and landmarks at the model's size
-# =========================================================================================================
-
-
-@dataclass
-class FaceFrames:
-    """Frames of one person, cropped as `metahead prepare` crops them, with their landmarks."""
-
-    frames: np.ndarray  # uint8 (T, S, S, 3)
-    landmarks: np.ndarray  # float32 (T, 68, 2), crop pixels
-    sources: list[str]  # where each frame came from ("photo.jpg", "clip.mp4 frame 12")
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def subset(self, indices: Sequence[int]) -> FaceFrames:
-        idx = list(indices)
-        return FaceFrames(self.frames[idx], self.landmarks[idx], [self.sources[i] for i in idx])
-
-
-def evenly_spaced(count: int, wanted: int) -> list[int]:
-    """`wanted` distinct indices spread evenly over range(count), first and last included."""
-    if wanted > count:
-        raise ValueError(f"cannot pick {wanted} of {count}")
-    return sorted({int(round(i)) for i in np.linspace(0, count - 1, wanted)}) if wanted > 1 else [count // 2]
-
-
-def _prepare_config(size: int, prepare_config: Any | None) -> Any:
-    """prepare's settings (crop margin, detector, ...) at the model's image size."""
-    from metahead.data.prepare import PrepareConfig
-
-    cfg = prepare_config if prepare_config is not None else PrepareConfig()
-    return dataclasses.replace(cfg, size=size)
-
-
-def _detector(detector: Any | None, prepare_cfg: Any) -> Any:
-    if detector is not None:
-        return detector
-    from metahead.landmarks.detect import make_detector
-
-    return make_detector(prepare_cfg.detector, **prepare_cfg.detector_options)
-
-
-def faces_from_photos(
-    paths: Sequence[str | os.PathLike],
-    size: int,
-    detector: Any | None = None,
-    prepare_config: Any | None = None,
-) -> FaceFrames:
-    """Detect the face in every photo and crop it like `metahead prepare` crops photos (one box per photo).
-
-    A photo without a face raises DataError naming it; with several faces, the largest is used and an
-    InputWarning names the photo.
-    """
-    from metahead.data.face_crop import crop_boxes, crop_frame, to_crop_coordinates
-    from metahead.data.video_io import read_image
-    from metahead.landmarks.detect import select_face
-
-    if not paths:
-        raise ValueError("no photos given")
-    cfg = _prepare_config(size, prepare_config)
-    crop_cfg = cfg.crop_config("frame")
-    detector = _detector(detector, cfg)
-    frames, marks = [], []
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such photo")
-        image = read_image(path)
-        faces = [f for f in detector.detect(image) if np.isfinite(f.landmarks).all()]
-        if not faces:
-            raise DataError(f"{path}: no face found in this photo")
-        face = select_face(faces, image.shape, "largest")
-        if len(faces) > 1:
-            warnings.warn(f"{path}: {len(faces)} faces found; using the largest", InputWarning, stacklevel=2)
-        (box,), _ = crop_boxes(face.landmarks[None], np.zeros(1), image.shape[:2], crop_cfg)
-        frames.append(crop_frame(image, box, size))
-        marks.append(to_crop_coordinates(face.landmarks, box, size))
-    return FaceFrames(np.stack(frames), np.stack(marks).astype(np.float32), [str(p) for p in paths])
-
-
-def faces_from_video(
-    path: str | os.PathLike,
-    size: int,
-    count: int,
-    detector: Any | None = None,
-    prepare_config: Any | None = None,
-) -> FaceFrames:
-    """`count` frames spread evenly over a video, with the face detected in each and the clip's crop of
-    `metahead prepare` (one box for the clip when the head stays inside it, else a smoothed track).
-
-    Looks at up to 2·count evenly spaced frames so that frames without a face can be skipped; raises
-    ValueError when fewer than `count` frames show a face (or the video has fewer frames).
-    """
-    from metahead.data.face_crop import crop_boxes, crop_frame, to_crop_coordinates
-    from metahead.data.video_io import iter_video_frames, probe_video
-    from metahead.landmarks.detect import select_face
-
-    cfg = _prepare_config(size, prepare_config)
-    detector = _detector(detector, cfg)
-    declared = probe_video(path).num_frames
-    candidates = None
-    if declared > 0:
-        candidates = set(evenly_spaced(declared, min(declared, 2 * count)))
-    images, marks, times, names = [], [], [], []
-    decoded = 0
-    for frame in iter_video_frames(path, check_truncation=False):
-        decoded += 1
-        if candidates is not None and frame.index not in candidates:
-            continue
-        faces = [f for f in detector.detect(frame.image) if np.isfinite(f.landmarks).all()]
-        face = select_face(faces, frame.image.shape, "largest")
-        if face is None:
-            continue
-        images.append(frame.image)
-        marks.append(face.landmarks)
-        times.append(frame.time)
-        names.append(f"{path} frame {frame.index}")
-    if len(images) < count:
-        seen = decoded if candidates is None else min(len(candidates), decoded)
-        raise ValueError(
-            f"{path}: T={count} frames wanted, but only {len(images)} of the {seen} frames looked at show a "
-            f"face (the video has {decoded} frames)"
-        )
-    boxes, _ = crop_boxes(np.stack(marks), np.asarray(times), images[0].shape[:2], cfg.crop_config())
-    keep = evenly_spaced(len(images), count)
-    return FaceFrames(
-        np.stack([crop_frame(images[i], boxes[i], size) for i in keep]),
-        np.stack([to_crop_coordinates(marks[i], boxes[i], size) for i in keep]).astype(np.float32),
-        [names[i] for i in keep],
-    )
-
-
-def dataset_video_root(folder: str | os.PathLike) -> tuple[Path, str]:
-    """(dataset root, video path) of a stored video folder DATA/videos/<path>; DataError if it is not one."""
-    folder = Path(folder).resolve()
-    for parent in folder.parents:
-        if parent.name == "videos" and (parent.parent / "dataset.json").is_file():
-            return parent.parent, folder.relative_to(parent).as_posix()
-    raise DataError(
-        f"{folder}: not a video folder of a metahead dataset (DATA/videos/<path> with DATA/dataset.json)"
-    )
-
-
-def is_dataset_video(path: str | os.PathLike) -> bool:
-    return (
-        Path(path).is_dir()
-        and (Path(path) / "landmarks.npy").is_file()
-        and (Path(path) / "frames.bin").is_file()
-    )
-
-
-def faces_from_dataset_video(folder: str | os.PathLike, size: int, count: int) -> FaceFrames:
-    """`count` evenly spaced frames of a stored dataset video (exact landmarks, e.g. synthetic), at `size`."""
-    root, rel = dataset_video_root(folder)
-    reader = VideoReader(root, rel)
-    if count > len(reader):
-        raise ValueError(f"{folder}: T={count} frames wanted, but the video has {len(reader)}")
-    ids = evenly_spaced(len(reader), count)
-    frames, marks = resize_crops(reader.read_frames(ids), reader.read_landmarks(ids), size)
-    return FaceFrames(frames, marks, [f"{folder} frame {i}" for i in ids])
-
-
-def resize_crop(frame: np.ndarray, size: int) -> np.ndarray:
-    """One square crop (s, s, 3) uint8 resized to size² (bicubic); unchanged when already that size."""
-    from PIL import Image
-
-    if frame.shape[0] != frame.shape[1]:
-        raise DataError(f"frames must be square crops, got {frame.shape[0]}x{frame.shape[1]}")
-    if frame.shape[0] == size:
-        return frame
-    return np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
-
-
-def resize_crops(frames: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Square crops (N, s, s, 3) uint8 and their landmarks, resized to size² (landmarks moved along)."""
-    resized = np.stack([resize_crop(f, size) for f in frames])
-    return resized, rescale_landmarks(landmarks, frames.shape[1], size)
-
-
-def rescale_landmarks(landmarks: np.ndarray, source_size: int, size: int) -> np.ndarray:
-    """Landmarks in a source_size² crop moved to the same crop at size² (pixel centres at integers)."""
-    if source_size == size:
-        return np.asarray(landmarks, dtype=np.float32)
-    return ((np.asarray(landmarks, dtype=np.float32) + 0.5) * (size / source_size) - 0.5).astype(np.float32)
-
-
-# --- Drivers ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DrivingSequence:
-    """A driver's landmarks at the avatar's crop size, and what the animation needs to know about it."""
-
-    landmarks: np.ndarray  # float32 (F, 68, 2), pixels of a size² crop
-    size: int
-    fps: float
-    source: str
-    audio_source: str | None = None  # a file whose audio track the animation keeps
-    missing_faces: int = 0  # frames without a detected face, given the last pose seen
-    read_frames: Callable[[], Iterator[np.ndarray]] | None = (
-        None  # the driver's crops (size², uint8), in order
-    )
-
-    def __len__(self) -> int:
-        return len(self.landmarks)
-
-
-def _check_sequence(landmarks: np.ndarray, what: str) -> np.ndarray:
-    points = np.asarray(landmarks, dtype=np.float32)
-    if points.ndim == 2:
-        points = points[None]
-    if points.ndim != 3 or points.shape[1:] != (NUM_LANDMARKS, 2) or len(points) == 0:
-        raise ValueError(f"{what}: landmarks must have shape (F, 68, 2) with F >= 1, got {points.shape}")
-    if not np.isfinite(points).all():
-        raise ValueError(f"{what}: landmarks contain NaN or inf")
-    return points
-
-
-def hold_last_pose(landmarks: Sequence[np.ndarray | None]) -> tuple[np.ndarray, int]:
-    """Fill frames without landmarks (None) with the last landmarks seen (leading ones with the first
-    seen); returns (F, 68, 2) and the number of frames filled. ValueError if no frame has landmarks."""
-    first = next((m for m in landmarks if m is not None), None)
-    if first is None:
-        raise ValueError("no frame has landmarks")
-    filled, last, missing = [], first, 0
-    for m in landmarks:
-        if m is None:
-            missing += 1
-        else:
-            last = m
-        filled.append(last)
-    return np.stack(filled).astype(np.float32), missing
-
-
-def driving_from_video(
-    path: str | os.PathLike,
-    size: int,
-    detector: Any | None = None,
-    prepare_config: Any | None = None,
-    max_frames: int | None = None,
-) -> DrivingSequence:
-    """Track the face through a video and crop it like `metahead prepare` (clip box or smoothed track).
-
-    Frames where no face is found keep the last pose (counted in `missing_faces`); DataError naming the
-    file if no frame shows a face.
-    """
-    from metahead.data.face_crop import crop_boxes, crop_frame, to_crop_coordinates
-    from metahead.data.video_io import iter_video_frames, probe_video
-    from metahead.landmarks.track import LandmarkTracker, TrackerConfig
-
-    cfg = _prepare_config(size, prepare_config)
-    tracker = LandmarkTracker(_detector(detector, cfg), TrackerConfig(redetect_every=cfg.redetect_every))
-    info = probe_video(path)
-    marks: list[np.ndarray | None] = []
-    times: list[float] = []
-    shape = None
-    for frame in iter_video_frames(path, max_frames=max_frames, threads=cfg.decode_threads):
-        shape = frame.image.shape
-        result = tracker.update(frame.image)
-        marks.append(None if result.face is None else result.face.landmarks)
-        times.append(frame.time)
-    try:
-        landmarks, missing = hold_last_pose(marks)
-    except ValueError:
-        raise DataError(f"{path}: no face detected in any of its {len(marks)} frames") from None
-    boxes, _ = crop_boxes(landmarks, np.asarray(times), shape[:2], cfg.crop_config())
-    crop_marks = np.stack([to_crop_coordinates(m, b, size) for m, b in zip(landmarks, boxes)])
-
-    def read_frames() -> Iterator[np.ndarray]:
-        for frame, box in zip(
-            iter_video_frames(path, max_frames=max_frames, threads=cfg.decode_threads), boxes
-        ):
-            yield crop_frame(frame.image, box, size)
-
-    return DrivingSequence(
-        landmarks=crop_marks.astype(np.float32),
-        size=size,
-        fps=info.fps or DEFAULT_FPS,
-        source=str(path),
-        audio_source=str(path) if info.has_audio else None,
-        missing_faces=missing,
-        read_frames=read_frames,
-    )
-
-
-def driving_from_dataset_video(
-    folder: str | os.PathLike, size: int, max_frames: int | None = None
-) -> DrivingSequence:
-    """A stored dataset video (exact landmarks, e.g. synthetic) as a driver, rescaled to size²."""
-    root, rel = dataset_video_root(folder)
-    reader = VideoReader(root, rel)
-    count = len(reader) if max_frames is None else min(len(reader), max_frames)
-    if count == 0:
-        raise DataError(f"{folder}: the video has no frames")
-    source_size = read_info(root).image_size
-    landmarks = rescale_landmarks(reader.read_landmarks(range(count)), source_size, size)
-
-    def read_frames() -> Iterator[np.ndarray]:
-        for i in range(count):
-            yield resize_crop(reader.read_frame(i), size)
-
-    return DrivingSequence(landmarks, size, DEFAULT_FPS, str(folder), read_frames=read_frames)
-
-
-def driving_sequence(
-    driver: str | os.PathLike | np.ndarray | torch.Tensor,
-    size: int,
-    *,
-    landmark_size: int | None = None,
-    fps: float | None = None,
-    detector: Any | None = None,
-    prepare_config: Any | None = None,
-    max_frames: int | None = None,
-) -> DrivingSequence:
-    """A driver from any of: landmarks (F, 68, 2) (array, tensor or .npy file) in pixels of a
-    landmark_size² crop (default: the avatar's size); a dataset video folder; a video file."""
-    from metahead.data.video_io import is_video_file
-
-    if isinstance(driver, np.ndarray | torch.Tensor):
-        points = _check_sequence(np.asarray(driver), "driving landmarks")
-        source = "landmarks"
-    elif Path(driver).suffix.lower() == ".npy":
-        if not Path(driver).is_file():
-            raise FileNotFoundError(f"{driver}: no such landmark file")
-        try:
-            points = _check_sequence(np.load(driver, allow_pickle=False), str(driver))
-        except (OSError, ValueError) as err:
-            raise DataError(f"{driver}: not a landmark array (F, 68, 2): {err}") from err
-        source = str(driver)
-    elif Path(driver).is_dir():
-        seq = driving_from_dataset_video(driver, size, max_frames)
-        if fps:
-            seq.fps = fps
-        return seq
-    elif is_video_file(driver):
-        seq = driving_from_video(driver, size, detector, prepare_config, max_frames)
-        if fps:
-            seq.fps = fps
-        return seq
-    else:
-        raise ValueError(
-            f"{driver}: give a video file, a dataset video folder or a .npy of landmarks (F, 68, 2)"
-        )
-    if max_frames is not None:
-        points = points[:max_frames]
-    if landmark_size is not None and landmark_size != size:
-        points = rescale_landmarks(points, landmark_size, size)
-    return DrivingSequence(points, size, fps or DEFAULT_FPS, source)
-
-
-# =========================================================================================================
-# The avatar
-# =========================================================================================================
-
-
-def fold_spectral_norm(generator: nn.Module, cfg: ExperimentConfig) -> nn.Module:
-    """A new G without spectral norm (eval mode, no gradients) whose weights are `generator`'s effective
-    weights W / σ(W), computed once from the stored power-iteration vectors exactly as an eval-mode G
-    computes them on every call. `generator` itself is not changed (torch's remove_parametrizations
-    would change the class it shares with its copies)."""
-    from torch.nn.utils import parametrize
-
-    was_training = generator.training
-    generator.eval()  # no power-iteration update while reading the weights
-    try:
-        with torch.no_grad():
-            state = {k: v for k, v in generator.state_dict().items() if ".parametrizations." not in k}
-            for prefix, module in generator.named_modules():
-                if parametrize.is_parametrized(module):
-                    for name in module.parametrizations.keys():
-                        state[f"{prefix}.{name}" if prefix else name] = getattr(module, name).detach().clone()
-    finally:
-        generator.train(was_training)
-    folded = _render_generator(cfg)
-    folded.load_state_dict(state)
-    device = next(generator.parameters()).device
-    return folded.to(device).eval().requires_grad_(False)
-
-
-def _render_generator(cfg: ExperimentConfig) -> nn.Module:
-    """An empty G of the avatar's shape without spectral norm, for folded weights."""
-    from metahead.models.generator import Generator
-
-    return Generator(dataclasses.replace(cfg.model, spectral_norm=False))
-
-
-def _as_points(landmarks: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, bool]:
-    points = torch.as_tensor(np.asarray(landmarks) if not isinstance(landmarks, torch.Tensor) else landmarks)
-    points = points.detach().to("cpu", torch.float32)
-    single = points.ndim == 2
-    if single:
-        points = points[None]
-    if points.ndim != 3 or points.shape[1:] != (NUM_LANDMARKS, 2):
-        raise ValueError(f"landmarks must have shape (68, 2) or (B, 68, 2), got {tuple(points.shape)}")
-    return points, single
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
-    return (
-        ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    )
 
 
 class Avatar:
@@ -561,7 +136,7 @@ class Avatar:
 
     def landmark_images(self, landmarks: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Landmarks (B, 68, 2) in the avatar's crop pixels -> landmark images (B, 3, S, S) in [-1, 1]."""
-        points, _ = _as_points(landmarks)
+        points, _ = as_points(landmarks)
         return draw_landmarks(points.to(self.device), self.image_size).mul_(2.0).sub_(1.0)
 
     def render(
@@ -569,7 +144,7 @@ class Avatar:
     ) -> np.ndarray:
         """Landmarks (68, 2) or (B, 68, 2) in the avatar's crop pixels -> uint8 (S, S, 3) or (B, S, S, 3),
         rendered `batch_size` frames at a time."""
-        points, single = _as_points(landmarks)
+        points, single = as_points(landmarks)
         out = [
             to_uint8(self.render_images(self.landmark_images(points[i : i + batch_size]), amp))
             for i in range(0, len(points), batch_size)
@@ -709,7 +284,9 @@ class Avatar:
             if shots is not None and shots > len(frames):
                 raise ValueError(f"T={shots} frames wanted, but only {len(frames)} frames given")
             faces = FaceFrames(
-                frames, _check_sequence(landmarks, "landmarks"), [f"frame {i}" for i in range(len(frames))]
+                frames,
+                check_landmark_sequence(landmarks, "landmarks"),
+                [f"frame {i}" for i in range(len(frames))],
             )
             if shots is not None:
                 faces = faces.subset(evenly_spaced(len(faces), shots))
@@ -791,7 +368,7 @@ class Avatar:
                 if self.source_frames is not None
                 else np.zeros((0, size, size, 3), np.uint8)
             ),
-            "info": _plain(self.info),
+            "info": plain_values(self.info),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -804,89 +381,8 @@ class Avatar:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", amp: str = "none") -> Avatar:
         """Read an avatar file (weights only: no code runs). AvatarError naming the file if it is not an
-        avatar, comes from a newer metahead, or its weights do not fit its config."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: avatar file not found")
-        try:
-            state = read_weights_file(path)
-        except UnreadableFile as err:
-            raise AvatarError(f"{path}: not a readable avatar file: {err}") from None
-        if not isinstance(state, dict) or state.get("format") != AVATAR_FORMAT:
-            found = state.get("format") if isinstance(state, dict) else type(state).__name__
-            hint = (
-                " (a model file: make an avatar from it with `metahead avatar`)"
-                if found == "metahead-model"
-                else ""
-            )
-            raise AvatarError(f"{path}: format is {found!r}, expected {AVATAR_FORMAT!r}{hint}")
-        version = state.get("version")
-        if not isinstance(version, int) or version < 1:
-            raise AvatarError(f"{path}: invalid avatar format version {version!r}")
-        if version > AVATAR_VERSION:
-            raise AvatarError(
-                f"{path}: avatar format version {version} is newer than this metahead reads "
-                f"({AVATAR_VERSION}); update metahead"
-            )
-        missing = [
-            k for k in ("config", "mode", "generator", "adain_params", "neutral_landmarks") if k not in state
-        ]
-        if missing:
-            raise AvatarError(f"{path}: avatar file lacks {missing}")
-        try:
-            cfg = ExperimentConfig.from_dict(state["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise AvatarError(f"{path}: its model config does not fit this metahead: {err}") from err
-        try:
-            generator = _render_generator(cfg)
-            generator.load_state_dict(state["generator"])
-        except (RuntimeError, ValueError) as err:
-            raise AvatarError(
-                f"{path}: generator weights do not fit the networks its config describes: {err}"
-            ) from err
-        adain_params = state["adain_params"]
-        if adain_params.ndim != 2 or adain_params.shape != (1, generator.num_adain_params):
-            raise AvatarError(
-                f"{path}: adain_params has shape {tuple(adain_params.shape)}, "
-                f"G needs (1, {generator.num_adain_params})"
-            )
-        if state["mode"] not in MODES:
-            raise AvatarError(f"{path}: unknown avatar mode {state['mode']!r}")
-        source_landmarks = state.get("source_landmarks")
-        source_frames = state.get("source_frames")
-        avatar = cls(
-            cfg,
-            generator,
-            adain_params,
-            neutral_landmarks=state["neutral_landmarks"].numpy(),
-            source_landmarks=None
-            if source_landmarks is None or not len(source_landmarks)
-            else source_landmarks.numpy(),
-            source_frames=None if source_frames is None or not len(source_frames) else source_frames.numpy(),
-            person_embedding=state.get("person_embedding"),
-            mode=state["mode"],
-            info=state.get("info") or {},
-            amp=amp,
-        )
-        return avatar.to(device)
-
-
-def _plain(value: Any) -> Any:
-    """Only str/int/float/bool/None in (nested) dicts and lists: what weights_only loading accepts."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
-
-
-# =========================================================================================================
-# Animation
-# =========================================================================================================
+        avatar, comes from a newer metahead, or its weights do not fit its config (fileformat)."""
+        return cls(**read_avatar_file(path), amp=amp).to(device)
 
 
 @dataclass
