@@ -1,0 +1,3 @@
+"""`metahead prepare` (process.py while this package is being split)."""
+
+from metahead.data.prepare.process import *  # noqa: F403
