@@ -48,7 +48,7 @@ def evenly_spaced(count: int, wanted: int) -> list[int]:
 
 def prepare_settings(size: int, prepare_config: Any | None) -> Any:
     """prepare's settings (crop margin, detector, ...) at the model's image size."""
-    from metahead.data.prepare import PrepareConfig
+    from metahead.data.prepare.config import PrepareConfig
 
     cfg = prepare_config if prepare_config is not None else PrepareConfig()
     return dataclasses.replace(cfg, size=size)
