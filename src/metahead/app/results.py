@@ -57,6 +57,7 @@ def mean_csim(
 
 
 def animation_summary(animation: Any, driver: str, csim_value: float | None, seconds: float) -> str:
+    """The page's Markdown about an animation (avatar.Animation): frames, retargeting, missing faces, CSIM."""
     retarget = (
         "retargeted onto the avatar's face" if animation.retargeted else "driver's landmarks used as they are"
     )

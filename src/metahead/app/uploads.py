@@ -33,6 +33,7 @@ def with_upload_names(message: str, paths: Sequence[str | os.PathLike]) -> str:
 
 
 def check_upload_size(path: Path, cfg: AppConfig) -> None:
+    """AppInputError naming the upload if it is missing, empty or larger than max_upload_mb."""
     if not path.is_file():
         raise AppInputError(f"{display_name(path)}: the upload did not arrive; upload it again")
     size = path.stat().st_size

@@ -25,6 +25,7 @@ def plain_json(value: Any) -> Any:
 
 
 def digest(value: Any) -> str:
+    """A short, stable hash of a JSON value."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 

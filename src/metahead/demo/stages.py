@@ -104,6 +104,7 @@ def meta_train(run_dir: Path, corpus: Path, cfg: Any, corpus_digest: str, log: C
 def make_avatars(
     model: Path, video: Path, settings: DemoSettings, steps: int, ft_path: Path, ff_path: Path
 ) -> dict:
+    """The FT avatar (with its fine-tuning curve) and the FF avatar from T frames of `video`."""
     from metahead.avatar import Avatar
     from metahead.training.finetune import loss_curve_paths
 
@@ -169,6 +170,8 @@ def _write_videos(out: Path, stem: str, frames: np.ndarray, labels: Sequence[str
 def animate_avatars(
     out: Path, ft_path: Path, ff_path: Path, drivers: Path, people: dict, settings: DemoSettings
 ) -> dict:
+    """Both avatars driven by the person's own held-out motion and by another person (retargeted):
+    side-by-side videos under OUT/videos."""
     from tqdm import tqdm
 
     from metahead.avatar import Avatar
@@ -219,6 +222,7 @@ def run_evaluation(
     eval_settings: dict[str, Any],
     model_digest: str,
 ) -> dict:
+    """The paper's protocol (FT, FF and the baselines) on a few test videos into `folder`, resumable."""
     from tqdm import tqdm
 
     from metahead.evaluation.protocol import METHODS, ProtocolConfig, evaluate

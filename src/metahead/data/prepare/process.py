@@ -74,12 +74,14 @@ class ItemResult:
 
 
 def rejected(item: SourceItem, reason: str, detail: str, **extra: Any) -> ItemResult:
+    """The result of a source rejected for `reason` (REJECT_REASONS)."""
     return ItemResult(
         item.path, item.source, item.identity, item.video, item.split, "rejected", reason, detail, **extra
     )
 
 
 def accepted(item: SourceItem, **extra: Any) -> ItemResult:
+    """The result of a source stored in the dataset."""
     return ItemResult(item.path, item.source, item.identity, item.video, item.split, "ok", **extra)
 
 
