@@ -15,19 +15,17 @@ import torch
 
 from app_inputs import blank_photo, person_video, photos, text_file, tiny_model, two_people_photo
 from metahead.app.live import LiveSessions
-from metahead.app.service import (
+from metahead.app.model_lookup import (
     IN_CHECKOUT,
     STARTED_IN,
-    AppConfig,
-    AppInputError,
-    AppService,
-    check_photos,
-    check_video,
     demo_model_candidates,
     demo_model_path,
     load_model_info,
     source_checkout,
 )
+from metahead.app.service import AppService
+from metahead.app.settings import AppConfig
+from metahead.app.uploads import AppInputError, check_photos, check_video
 from metahead.avatar import Avatar
 from metahead.cli import build_parser
 from metahead.landmarks.detect import make_detector
@@ -97,7 +95,7 @@ def test_without_model_the_demo_model_is_used_or_missing_is_explained(tmp_path, 
     # The app starts in a new folder, from an installed package (no checkout): whatever the clone's own
     # demo-output/ holds plays no part.
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("metahead.app.service.source_checkout", lambda: None)
+    monkeypatch.setattr("metahead.app.model_lookup.source_checkout", lambda: None)
     expected = demo_model_path(tmp_path / "demo-output")
     assert expected == tmp_path / "demo-output" / "work" / "run" / "model.pt"
     assert demo_model_candidates() == [(expected, STARTED_IN)]
@@ -121,7 +119,7 @@ def test_app_started_elsewhere_uses_the_checkouts_demo_model_and_says_where(tmp_
     checkout, elsewhere = tmp_path / "clone", tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    monkeypatch.setattr("metahead.app.service.source_checkout", lambda: checkout)
+    monkeypatch.setattr("metahead.app.model_lookup.source_checkout", lambda: checkout)
     here_model = demo_model_path(elsewhere / "demo-output")
     checkout_model = demo_model_path(checkout / "demo-output")
     assert demo_model_candidates() == [(here_model, STARTED_IN), (checkout_model, IN_CHECKOUT)]

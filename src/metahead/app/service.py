@@ -1,13 +1,14 @@
-"""The web app's work without the web page: checking uploads, making avatars, driving them, CSIM.
+"""The web app's work without the web page (AppService): making avatars, driving them, CSIM.
 
     service = AppService(AppConfig(model=Path("runs/demo/model.pt")))
     made = service.make_avatar(photos=["me1.png", "me2.png"], mode="ft", steps=40)
     result = service.animate(made.avatar_path, driver_name=service.driver_names()[0], retarget="auto")
     print(result.video, result.csim)
 
-Everything here takes and returns paths, numbers and text, so tests call it directly; `ui.py` only wires
-it to Gradio components. Input the page should refuse raises AppInputError with a message meant for a
-person (naming the uploaded file by its own name, not the server's temporary path).
+Everything here takes and returns paths, numbers and text (results.py), so tests call it directly; `ui.py`
+only wires it to Gradio components. Its pieces: settings.py (AppConfig), model_lookup.py (which model),
+uploads.py (checks of uploads; input the page should refuse raises AppInputError with a message meant for
+a person), results.py (what requests return, CSIM).
 
 Work folder: every request writes into its own folder `WORK/jobs/.<id>.partial` and renames it to
 `WORK/jobs/<id>` only when everything in it is complete; a failed request removes its folder, so no
@@ -27,12 +28,23 @@ import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from metahead.app.model_lookup import ModelInfo, load_model_info
+from metahead.app.results import AnimationResult, AvatarResult, animation_summary, mean_csim
+from metahead.app.settings import AppConfig
+from metahead.app.uploads import (
+    AppInputError,
+    FaceCountingDetector,
+    check_photos,
+    check_upload_size,
+    check_video,
+    display_name,
+    with_upload_names,
+)
 from metahead.avatar import (
     Avatar,
     AvatarError,
@@ -44,338 +56,16 @@ from metahead.avatar import (
 )
 from metahead.data.format import DataError
 from metahead.data.video_io import enlarge_frames
-from metahead.fileio import read_weights_file
 
 # What a progress report looks like: (fraction done in [0, 1] or None, what is happening).
 ProgressFn = Callable[[float | None, str], None]
 
 MODES = {"ft": "fine-tuned (FT)", "ff": "feed-forward (FF)"}
 RETARGET_CHOICES = ("auto", "on", "off")
-DEMO_OUTPUT = "demo-output"  # `make demo` runs `metahead demo --out demo-output` in the checkout
 # The synthetic drivers: people of the synthetic corpus generator under a seed of their own, so no corpus
 # made with the default seed (the demo's) holds them.
 DRIVER_SEED = 2019
 SYNTHETIC_DRIVERS = {"synthetic person 1": 0, "synthetic person 2": 1, "synthetic person 3": 2}
-MEGABYTE = 1024 * 1024
-
-
-class AppInputError(ValueError):
-    """Input the page refuses; the message is shown as it is."""
-
-
-@dataclass
-class AppConfig:
-    """Settings of `metahead app` (the CLI maps its flags onto these)."""
-
-    model: Path | None = None  # model file; None: the model `make demo` trains (demo_model_candidates)
-    host: str = "127.0.0.1"
-    port: int = 7860
-    work_dir: Path | None = None  # avatars and videos made; None: a new temporary folder, removed at exit
-    device: str = "cpu"  # cpu, cuda, cuda:1, or auto
-    threads: int = 0  # torch threads of the app's process (launch); 0: $OMP_NUM_THREADS or the idle cores
-    concurrency: int = 2  # long requests (making, animating) running at once; more wait in the queue
-    # limits on what the page accepts
-    max_photos: int = 32
-    max_upload_mb: float = 50.0  # any one uploaded file
-    max_image_pixels: int = 40_000_000
-    max_video_seconds: float = 20.0  # a person's video or a driving video
-    max_shots: int = 32  # T taken from a video
-    max_finetune_steps: int = 300
-    max_driver_frames: int = 500  # rendered frames of one animation
-    refuse_several_faces: bool = True  # a photo or video frame with several faces is refused (else: largest)
-    # output
-    driver_frames: int = 75  # length of the synthetic drivers (3 s at 25 fps)
-    video_size: int = 256  # result videos are enlarged to about this height
-    csim_frames: int = 16  # result frames compared with the photos for CSIM
-    # the Live tab: the browser sends a camera frame this often at most (none while one is processed)
-    live_stream_every: float = 0.04
-
-    def __post_init__(self) -> None:
-        for name in ("max_photos", "max_shots", "max_driver_frames", "driver_frames", "video_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"AppConfig.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_upload_mb", "max_video_seconds", "max_image_pixels"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"AppConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.concurrency < 1 or self.max_finetune_steps < 0 or self.csim_frames < 0:
-            raise ValueError("AppConfig: concurrency >= 1, max_finetune_steps >= 0 and csim_frames >= 0")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"AppConfig.port must be 0..65535, got {self.port}")
-
-
-# =========================================================================================================
-# The model: given, or the one `make demo` trains
-# =========================================================================================================
-
-
-def demo_model_path(out: str | os.PathLike) -> Path:
-    """Where `metahead demo --out OUT` writes its meta-trained model (demo.py: OUT/work/run/model.pt)."""
-    from metahead.demo import WORK
-
-    return Path(out) / WORK / "run" / "model.pt"
-
-
-# Where the app looks for `make demo`'s model when no --model is given, in this order (docs/app.md).
-STARTED_IN = "the folder the app was started in"
-IN_CHECKOUT = "the source checkout metahead runs from"
-
-
-def source_checkout() -> Path | None:
-    """The source checkout this package runs from (`make install`, `pip install -e .` or PYTHONPATH=src);
-    None for an installed package, which has none."""
-    root = Path(__file__).resolve().parents[3]  # src/metahead/app/service.py -> the checkout
-    return root if (root / "pyproject.toml").is_file() and (root / "Makefile").is_file() else None
-
-
-def demo_model_candidates(cwd: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
-    """(model file, where) for each place the model `make demo` trains is looked for, in order:
-    demo-output/ under the folder the app is started in (`cwd`), then under the source checkout (when
-    metahead runs from one and it is another folder), so an app started elsewhere still finds the model
-    `make demo` trained in the clone."""
-    here = (Path(cwd) if cwd is not None else Path.cwd()).resolve()
-    candidates = [(demo_model_path(here / DEMO_OUTPUT), STARTED_IN)]
-    checkout = source_checkout()
-    if checkout is not None and checkout != here:
-        candidates.append((demo_model_path(checkout / DEMO_OUTPUT), IN_CHECKOUT))
-    return candidates
-
-
-@dataclass
-class ModelInfo:
-    """The model the app makes avatars with, or why there is none."""
-
-    path: Path
-    is_demo_default: bool  # no --model given: the model `make demo` trains
-    found_in: str | None = None  # the default's place (STARTED_IN, IN_CHECKOUT); None: not found or given
-    networks: tuple | None = None  # (E, G, D, cfg) as checkpoint.load_model returns, when it loaded
-    step: int | None = None
-    error: str | None = None  # why it cannot be used
-
-    @property
-    def ok(self) -> bool:
-        return self.networks is not None
-
-    @property
-    def cfg(self) -> Any:
-        return None if self.networks is None else self.networks[3]
-
-    def shown_path(self) -> str:
-        """The path as the page shows it: relative to the folder the app was started in, when inside it."""
-        try:
-            return str(self.path.relative_to(Path.cwd().resolve()))
-        except ValueError:
-            return str(self.path)
-
-    def describe(self) -> str:
-        """One Markdown paragraph for the page."""
-        origin = (
-            f"the model `make demo` trains, found in {self.found_in} (no `--model` given)"
-            if self.is_demo_default
-            else "given by `--model`"
-        )
-        if self.ok:
-            size = self.cfg.model.image_size
-            step = f", meta-trained {self.step} steps" if self.step else ""
-            shape = f"{size}×{size} pixels, preset `{self.cfg.preset}`{step}"
-            return f"**Model:** `{self.shown_path()}` — {origin}; {shape}."
-        return f"**No model to make avatars with.** {self.error}"
-
-
-def load_model_info(path: Path | None, device: str) -> ModelInfo:
-    """Load the model once for the whole app; a missing or unusable file becomes an error message.
-    path None: the first of demo_model_candidates that exists."""
-
-    from metahead.training import checkpoint
-
-    is_default, found_in = path is None, None
-    if is_default:
-        candidates = demo_model_candidates()
-        found = next(((file, where) for file, where in candidates if file.is_file()), None)
-        if found is None:
-            looked = " nor at ".join(f"`{file}` ({where})" for file, where in candidates)
-            error = (
-                f"No `--model` given, and `make demo` has made no model at {looked}. Run `make demo` in "
-                "the checkout first (about 10 minutes on two cores), or start the app with "
-                "`metahead app --model RUN/model.pt`. You can still open avatar files made earlier."
-            )
-            return ModelInfo(candidates[0][0], True, error=error)
-        path, found_in = found
-    else:
-        path = Path(path).expanduser().resolve()
-        if not path.is_file():
-            error = f"`{path}`: no such model file (`--model`). You can still open avatar files made earlier."
-            return ModelInfo(path, False, error=error)
-    try:
-        networks = checkpoint.load_model(path, map_location=device)
-        step = read_weights_file(path, mmap=True).get("step")
-    except (checkpoint.CheckpointError, OSError, ValueError, KeyError) as err:
-        which = f"`{path}` (the model `make demo` trains, found in {found_in}): " if is_default else ""
-        return ModelInfo(path, is_default, found_in, error=f"{which}this model file cannot be used: {err}")
-    return ModelInfo(
-        path, is_default, found_in, networks=networks, step=int(step) if step is not None else None
-    )
-
-
-# =========================================================================================================
-# Checks of uploads
-# =========================================================================================================
-
-
-def display_name(path: str | os.PathLike) -> str:
-    """An uploaded file's own name (uploads sit in the server's temporary folders under their names)."""
-    return Path(path).name
-
-
-def _named(message: str, paths: Sequence[str | os.PathLike]) -> str:
-    """A lower layer's message with the server's paths replaced by the uploaded files' names."""
-    for path in sorted({str(p) for p in paths}, key=len, reverse=True):
-        message = message.replace(path, display_name(path))
-    return message
-
-
-def _check_size(path: Path, cfg: AppConfig) -> None:
-    if not path.is_file():
-        raise AppInputError(f"{display_name(path)}: the upload did not arrive; upload it again")
-    size = path.stat().st_size
-    if size > cfg.max_upload_mb * MEGABYTE:
-        raise AppInputError(
-            f"{display_name(path)}: {size / MEGABYTE:.1f} MB, "
-            f"larger than the {cfg.max_upload_mb:g} MB allowed"
-        )
-    if size == 0:
-        raise AppInputError(f"{display_name(path)}: the file is empty")
-
-
-def check_photos(paths: Sequence[str | os.PathLike] | None, cfg: AppConfig) -> list[Path]:
-    """1 to max_photos readable image files, each within the size limits; AppInputError naming the first
-    that is not."""
-    from PIL import Image
-
-    from metahead.data.video_io import IMAGE_EXTENSIONS, is_image_file
-
-    paths = [Path(p) for p in paths or []]
-    if not paths:
-        raise AppInputError(f"upload 1 to {cfg.max_photos} photos of the person, or a video")
-    if len(paths) > cfg.max_photos:
-        raise AppInputError(f"{len(paths)} photos uploaded; at most {cfg.max_photos} are used: upload fewer")
-    for path in paths:
-        name = display_name(path)
-        if not is_image_file(path):
-            allowed = " ".join(sorted(IMAGE_EXTENSIONS))
-            raise AppInputError(f"{name}: not a photo (the file name should end in one of {allowed})")
-        _check_size(path, cfg)
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-                image.verify()  # reads the whole file: a truncated or fake image fails here
-        except Exception:  # Pillow raises many types for files that are not images
-            raise AppInputError(f"{name}: not an image that can be read (is it really a photo?)") from None
-        if width * height > cfg.max_image_pixels:
-            raise AppInputError(
-                f"{name}: {width}×{height} pixels, more than the {cfg.max_image_pixels / 1e6:g} megapixels "
-                "allowed; scale it down"
-            )
-    return paths
-
-
-def check_video(path: str | os.PathLike | None, cfg: AppConfig, role: str = "video") -> Any:
-    """A readable video within the size and length limits; returns its data.video_io.VideoInfo."""
-    from metahead.data.video_io import VIDEO_EXTENSIONS, VideoReadError, iter_video_frames, probe_video
-
-    if path is None:
-        raise AppInputError(f"upload a {role}")
-    path = Path(path)
-    name = display_name(path)
-    if path.suffix.lower() not in VIDEO_EXTENSIONS:
-        allowed = " ".join(sorted(VIDEO_EXTENSIONS))
-        raise AppInputError(f"{name}: not a video (the file name should end in one of {allowed})")
-    _check_size(path, cfg)
-    try:
-        info = probe_video(path)
-        seconds = info.duration or (info.num_frames / info.fps if info.num_frames and info.fps else 0.0)
-        if seconds <= 0:  # the container does not say: count frames, up to the limit
-            limit = int(cfg.max_video_seconds * (info.fps or 25.0)) + 1
-            counted = sum(1 for _ in iter_video_frames(path, max_frames=limit, check_truncation=False))
-            seconds = counted / (info.fps or 25.0)
-    except VideoReadError as err:
-        raise AppInputError(f"{name}: not a video that can be read ({_named(str(err), [path])})") from None
-    if seconds > cfg.max_video_seconds:
-        raise AppInputError(
-            f"{name}: {seconds:.1f} s long; {role}s of up to {cfg.max_video_seconds:g} s are accepted: "
-            "cut it shorter"
-        )
-    return info
-
-
-# =========================================================================================================
-# Results
-# =========================================================================================================
-
-
-@dataclass
-class AvatarResult:
-    avatar_path: Path  # the avatar file (downloadable)
-    mode: str  # "ft" or "ff"
-    shots: int  # T
-    image_size: int
-    crops: np.ndarray | None  # (T, S, S, 3) uint8: the frames it was made from
-    curve_png: Path | None  # fine-tuning loss curve
-    summary: str  # Markdown
-    notes: list[str] = field(default_factory=list)  # warnings worth showing
-
-
-@dataclass
-class AnimationResult:
-    video: Path  # the animated avatar (downloadable)
-    side_by_side: Path  # driver | landmarks | result
-    frames: int
-    fps: float
-    retargeted: bool
-    shape_distance: float
-    missing_faces: int
-    csim: float | None  # result frames vs the avatar's photos; None when the avatar file holds no photos
-    seconds: float
-    summary: str  # Markdown
-
-
-def mean_csim(
-    net: Any,
-    frames: np.ndarray,
-    landmarks: np.ndarray,
-    photos: np.ndarray,
-    photo_landmarks: np.ndarray,
-) -> float:
-    """Mean CSIM over all (result frame, photo) pairs: frames (F, S, S, 3) uint8 with landmarks (F, 68, 2),
-    photos (T, S, S, 3) with theirs (evaluation.csim: dlib's face descriptors, cosine similarity)."""
-    import torch
-
-    from metahead.evaluation.csim import face_descriptors, mean_csim_to
-
-    def descriptors(images: np.ndarray, points: np.ndarray) -> torch.Tensor:
-        pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return face_descriptors(net, pixels, torch.from_numpy(np.asarray(points, np.float32)))
-
-    return float(mean_csim_to(descriptors(frames, landmarks), descriptors(photos, photo_landmarks)).mean())
-
-
-class _CountingDetector:
-    """A landmark detector that remembers how many faces each image it looked at holds."""
-
-    def __init__(self, detector: Any):
-        self.detector = detector
-        self.name = getattr(detector, "name", "detector")
-        self.counts: list[int] = []
-
-    def detect(self, image: np.ndarray) -> list[Any]:
-        faces = [f for f in self.detector.detect(image) if np.isfinite(f.landmarks).all()]
-        self.counts.append(len(faces))
-        return faces
-
-    def detect_boxes(self, image: np.ndarray) -> list[Any]:
-        return self.detector.detect_boxes(image)
-
-    def fit(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-        return self.detector.fit(image, box)
 
 
 # =========================================================================================================
@@ -476,27 +166,27 @@ class AppService:
             check_video(video, self.cfg, "video")
             if not 1 <= shots <= self.cfg.max_shots:
                 raise AppInputError(f"frames from the video (T): 1 to {self.cfg.max_shots}, got {shots}")
-            detector = _CountingDetector(self.detector())
+            detector = FaceCountingDetector(self.detector())
             try:
                 faces = faces_from_video(video, size, shots, detector=detector)
             except (DataError, ValueError) as err:
-                raise AppInputError(_named(str(err), [video])) from None
+                raise AppInputError(with_upload_names(str(err), [video])) from None
             several = sum(c > 1 for c in detector.counts)
             if several and self.cfg.refuse_several_faces:
                 raise AppInputError(
                     f"{display_name(video)}: {several} of the {len(detector.counts)} frames looked at show "
                     "more than one face; use a video of the person alone"
                 )
-            faces.sources = [_named(s, [video]) for s in faces.sources]
+            faces.sources = [with_upload_names(s, [video]) for s in faces.sources]
             return faces
         paths = check_photos(photos, self.cfg)
-        detector = _CountingDetector(self.detector())
+        detector = FaceCountingDetector(self.detector())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InputWarning)  # several faces: decided below
             try:
                 faces = faces_from_photos(paths, size, detector=detector)
             except DataError as err:
-                raise AppInputError(_named(str(err), paths)) from None
+                raise AppInputError(with_upload_names(str(err), paths)) from None
         crowded = [(p, c) for p, c in zip(paths, detector.counts) if c > 1]
         if crowded and self.cfg.refuse_several_faces:
             path, count = crowded[0]
@@ -565,11 +255,11 @@ class AppService:
     def open_avatar(self, path: str | os.PathLike) -> AvatarResult:
         """An avatar file made earlier (`metahead avatar` or this app), copied into the work folder."""
         path = Path(path)
-        _check_size(path, self.cfg)
+        check_upload_size(path, self.cfg)
         try:
             avatar = Avatar.load(path, device=self.device)
         except (AvatarError, FileNotFoundError) as err:
-            raise AppInputError(_named(str(err), [path])) from None
+            raise AppInputError(with_upload_names(str(err), [path])) from None
         with self._job("opened") as (folder, final):
             shutil.copyfile(path, folder / "person.avatar")
         copy = final / "person.avatar"
@@ -680,7 +370,7 @@ class AppService:
                     driver_video, size, detector=self.detector(), max_frames=self.cfg.max_driver_frames
                 )
             except (DataError, ValueError) as err:
-                raise AppInputError(_named(str(err), [driver_video])) from None
+                raise AppInputError(with_upload_names(str(err), [driver_video])) from None
             driver_label = display_name(driver_video)
         elif driver_name:
             folder = self.driver_folder(driver_name, size)
@@ -715,7 +405,7 @@ class AppService:
                 avatar.source_frames, avatar.source_landmarks,
             )  # fmt: skip
         seconds = time.monotonic() - started
-        summary = _animation_summary(animation, driver_label, csim_value, seconds)
+        summary = animation_summary(animation, driver_label, csim_value, seconds)
         return AnimationResult(
             final / "animation.mp4", final / "side-by-side.mp4", len(animation), animation.fps,
             animation.retargeted, float(animation.shape_distance), animation.missing_faces, csim_value,
@@ -735,45 +425,17 @@ def _write_video(path: Path, frames: Iterable[np.ndarray], fps: float, audio_fro
 
 
 def _dlib_detector() -> Any:
-    from metahead.data.prepare import PrepareConfig
+    from metahead.data.prepare.config import PrepareConfig
     from metahead.landmarks.detect import make_detector
 
-    prepare = PrepareConfig()  # the crops avatars are made with (avatar.py uses prepare's settings too)
+    prepare = PrepareConfig()  # the crops avatars are made with (metahead.avatar uses prepare's settings too)
     return make_detector(prepare.detector, **prepare.detector_options)
 
 
-def _animation_summary(animation: Any, driver: str, csim_value: float | None, seconds: float) -> str:
-    retarget = (
-        "retargeted onto the avatar's face" if animation.retargeted else "driver's landmarks used as they are"
-    )
-    lines = [
-        f"**{len(animation)} frames** at {animation.fps:g} fps from `{driver}` in {seconds:.0f} s; "
-        f"{retarget} "
-        f"(face-shape distance driver → avatar {animation.shape_distance:.3f} eye distances).",
-    ]
-    if animation.missing_faces:
-        lines.append(f"No face found in {animation.missing_faces} driver frames: the last pose was held.")
-    if csim_value is None:
-        lines.append("**CSIM:** not measured (the avatar file holds no photos to compare with).")
-    else:
-        lines.append(
-            f"**CSIM to the photos: {csim_value:.3f}** (cosine similarity of dlib face descriptors, "
-            "mean over result frames × photos; 1 = same direction)."
-        )
-    return "  \n".join(lines)
-
-
 __all__ = [
-    "AnimationResult",
-    "AppConfig",
-    "AppInputError",
+    "DRIVER_SEED",
+    "MODES",
+    "RETARGET_CHOICES",
+    "SYNTHETIC_DRIVERS",
     "AppService",
-    "AvatarResult",
-    "ModelInfo",
-    "check_photos",
-    "check_video",
-    "demo_model_candidates",
-    "demo_model_path",
-    "load_model_info",
-    "mean_csim",
 ]

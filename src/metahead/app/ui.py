@@ -19,17 +19,10 @@ from typing import Any
 import numpy as np
 
 from metahead.app.live import LiveSessions
-from metahead.app.service import (
-    MEGABYTE,
-    RETARGET_CHOICES,
-    AppConfig,
-    AppInputError,
-    AppService,
-    AvatarResult,
-    check_photos,
-    check_video,
-    display_name,
-)
+from metahead.app.results import AvatarResult
+from metahead.app.service import RETARGET_CHOICES, AppService
+from metahead.app.settings import AppConfig
+from metahead.app.uploads import MEGABYTE, AppInputError, check_photos, check_video, display_name
 from metahead.data.format import DataError
 from metahead.data.video_io import enlarge_frames
 from metahead.live import encode_jpeg
