@@ -37,6 +37,15 @@ def tiny_model(path: Path, finetune_steps: int = 2) -> Path:
     )
 
 
+def tiny_avatar(folder: Path):
+    """An FF avatar (no fine-tuning) of a synthetic person made with `tiny_model`: the smallest there is."""
+    from metahead.avatar import Avatar
+
+    frames, marks = render_video(PHOTO_SEED, 0, 0, 4, PHOTO_SIZE)
+    return Avatar.create(tiny_model(folder / "model.pt"), frames=frames, landmarks=marks, finetune=False,
+                         progress=False)  # fmt: skip
+
+
 def person_frames(count: int, person: int = 0, video: int = 0, size: int = PHOTO_SIZE) -> np.ndarray:
     frames, _ = render_video(PHOTO_SEED, person, video, count, size)
     return frames

@@ -580,7 +580,12 @@ def _add_live(sub) -> None:
     )
     p.add_argument("avatar", metavar="AVATAR", help="avatar file (`metahead avatar` or the app)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--camera", metavar="N|URL", help="camera index (/dev/videoN) or a stream URL")
+    source.add_argument(
+        "--camera",
+        metavar="N|URL",
+        help="camera index (0: the first camera; needs the camera extra: pip install 'metahead[camera]') "
+        "or a stream URL",
+    )
     source.add_argument("--driving", metavar="VIDEO", help="a video file, replayed at its own frame rate")
     p.add_argument("--loop", action="store_true", help="replay --driving over and over")
     p.add_argument("--record", metavar="OUT.mp4", help="also write the stream to this video (.mp4/.mov/.mkv)")
@@ -597,6 +602,7 @@ def _add_live(sub) -> None:
         "--seconds", type=float, help="stop after this long (default: the end of --driving, or Ctrl+C)"
     )
     p.add_argument("--camera-fps", type=float, default=25.0, help="frame rate asked of the camera (25)")
+    p.add_argument("--camera-size", metavar="WxH", help="frame size asked of the camera, e.g. 640x480")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: the cores idle now)")
     p.add_argument(
         "--pipeline",
@@ -619,24 +625,23 @@ def _run_live(args) -> int:
     from metahead.demo import choose_threads
     from metahead.fileio import atomic_write_text
     from metahead.live import (
-        CameraSource,
         LiveConfig,
         LiveRecorder,
         LiveSession,
         MjpegServer,
-        VideoFileSource,
         run_live,
     )
+    from metahead.live_sources import VideoFileSource, camera_source, parse_frame_size
 
     if args.no_page and not args.record:
         raise ValueError("--no-page needs --record (else the stream goes nowhere)")
+    if args.driving:
+        source = VideoFileSource(args.driving, loop=args.loop)
+    else:  # nothing is opened yet: the loop opens the camera (and opens it again when it fails)
+        size = parse_frame_size(args.camera_size) if args.camera_size else None
+        source = camera_source(args.camera, fps=args.camera_fps, size=size)
     torch.set_num_threads(choose_threads(args.threads))
     avatar = Avatar.load(args.avatar, device=_device(args.device))
-    source = (
-        VideoFileSource(args.driving, loop=args.loop)
-        if args.driving
-        else CameraSource(args.camera, fps=args.camera_fps)
-    )
     session = LiveSession(avatar, LiveConfig(retarget=args.retarget))
     page = None if args.no_page else MjpegServer(args.host, args.port)
     recorder = LiveRecorder(args.record, source.fps) if args.record else None
@@ -670,7 +675,8 @@ def _run_live(args) -> int:
     if run is not None and run.messages:
         print("live: reported: " + "; ".join(run.messages[:5]))
     if recorder is not None:
-        print(f"recorded: {args.record} ({written} frames at {source.fps:g} fps)")
+        print(f"recorded: {args.record} ({written} frames at {source.fps:g} fps)" if written
+              else f"recorded nothing: no frame came from {source.name}")  # fmt: skip
     if args.stats_json:
         data = {**summary, "latencies": [] if run is None else run.latencies}
         atomic_write_text(Path(args.stats_json), json.dumps(data, indent=1, default=str))

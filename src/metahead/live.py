@@ -18,22 +18,23 @@ a newer frame replaces it (counted as dropped), so when the machine falls behind
 frame's processing time plus at most one frame's wait. `LatencyStats` keeps the last frames' latencies
 (frame in → avatar frame out) and output times: frames/s, median and 95th percentile.
 
-`run_live` is the loop `metahead live` runs: a `FrameSource` (a video file replayed at its own rate, or a
-camera) feeds `LatestFrame` from a thread; the loop processes the newest frame and hands each result to
-its sinks (an MJPEG page, a recording). Nothing here imports a UI.
+`run_live` is the loop `metahead live` runs: a `FrameSource` (live_sources: a video file replayed at its
+own rate, or a camera) feeds `LatestFrame` from a thread; the loop processes the newest frame and hands
+each result to its sinks (an MJPEG page, a recording). Nothing here imports a UI.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,15 @@ from metahead.data.face_crop import CropConfig, crop_boxes, crop_frame, to_crop_
 from metahead.landmarks.detect import LandmarkDetector
 from metahead.landmarks.retarget import SAME_FACE_TOLERANCE, Retargeter, shape_distance
 from metahead.landmarks.track import LandmarkTracker, TrackerConfig
+from metahead.live_sources import (
+    CameraLost,
+    FrameSource,
+    VideoFileSource,
+    camera_source,
+    synthetic_camera_clip,
+    synthetic_camera_frames,
+    write_camera_clip,
+)
 
 RETARGET_MODES = ("auto", "on", "off")
 
@@ -356,96 +366,8 @@ def _check_frame(image: Any) -> np.ndarray:
 
 
 # =========================================================================================================
-# Frame sources and the loop of `metahead live`
+# The loop of `metahead live` (its frame sources: metahead.live_sources)
 # =========================================================================================================
-
-
-class CameraLost(RuntimeError):
-    """The camera stopped delivering frames (unplugged, or the device went away)."""
-
-
-class FrameSource(Protocol):
-    """Frames as they arrive; `frames()` ends when the source is used up, raises CameraLost if it fails."""
-
-    name: str
-    fps: float
-
-    def frames(self) -> Iterator[tuple[int, np.ndarray]]: ...
-
-
-class VideoFileSource:
-    """A video file played as a camera: frame i is delivered at i / fps seconds after the start (real time,
-    never faster); a slow reader gets the frame due now, the ones it missed are skipped by the loop."""
-
-    def __init__(self, path: str | Path, loop: bool = False, max_frames: int | None = None):
-        from metahead.data.video_io import probe_video
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such video file")
-        info = probe_video(self.path)
-        self.fps = info.fps or 25.0
-        self.name = self.path.name
-        self.loop = loop
-        self.max_frames = max_frames
-
-    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        from metahead.data.video_io import iter_video_frames
-
-        start = time.monotonic()
-        index = 0
-        while True:
-            for frame in iter_video_frames(self.path, max_frames=self.max_frames, threads=1):
-                wait = start + index / self.fps - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                yield index, frame.image
-                index += 1
-            if not self.loop:
-                return
-
-
-class CameraSource:
-    """A camera through FFmpeg (PyAV): a device index (`/dev/videoN`, v4l2) or any input FFmpeg opens
-    (an http MJPEG stream, rtsp://, a device path). Read failures raise CameraLost."""
-
-    def __init__(self, spec: str | int, fps: float = 25.0, size: str | None = None):
-        import av
-
-        self.spec = str(spec)
-        self.fps = fps
-        self.options = {"framerate": f"{fps:g}"} if self.spec.isdigit() else {}
-        if size:
-            self.options["video_size"] = size
-        if self.spec.isdigit():
-            self.url, self.format = f"/dev/video{self.spec}", "v4l2"
-            if "v4l2" not in av.formats_available:
-                raise ValueError(
-                    f"camera {self.spec}: this PyAV build has no v4l2 input (its bundled FFmpeg lacks "
-                    "libavdevice's v4l2); install PyAV built on the system's FFmpeg (pip install av "
-                    "--no-binary av), or give the camera as a stream URL (--camera http://…)"
-                )
-        else:
-            self.url, self.format = self.spec, None
-        self.name = self.url
-
-    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        import av
-
-        try:
-            container = av.open(self.url, format=self.format, options=self.options, timeout=5.0)
-        except (av.error.FFmpegError, OSError) as err:
-            raise CameraLost(f"{self.name}: cannot open the camera: {err}") from err
-        index = 0
-        try:
-            for frame in container.decode(video=0):
-                yield index, frame.to_ndarray(format="rgb24")
-                index += 1
-        except (av.error.FFmpegError, OSError) as err:
-            raise CameraLost(f"{self.name}: the camera stopped delivering frames: {err}") from err
-        finally:
-            container.close()
-        raise CameraLost(f"{self.name}: the camera stream ended")
 
 
 class _Worker:
@@ -633,16 +555,22 @@ class LiveRecorder:
         self.frames = 0
         self.error: BaseException | None = None
 
+        ended = threading.Event()  # close()'s end mark was taken from the queue
+
         def frames() -> Iterator[np.ndarray]:
             while (frame := self._queue.get()) is not None:
                 yield frame
+            ended.set()
 
         def encode() -> None:
+            first = self._queue.get()
+            if first is None:  # no frame came (a camera that never opened): no file
+                return
             try:
-                self.frames = write_video_file(self.path, frames(), fps)
+                self.frames = write_video_file(self.path, itertools.chain([first], frames()), fps)
             except BaseException as err:  # reported by close()
                 self.error = err
-                while self._queue.get() is not None:  # drain so add() never blocks
+                while not ended.is_set() and self._queue.get() is not None:  # drain: add() never blocks
                     pass
 
         self._thread = threading.Thread(target=encode, name="metahead-live-record", daemon=True)
@@ -663,7 +591,7 @@ class LiveRecorder:
 
     def close(self, source_frames: int | None = None) -> int:
         """Finish the file (frames after the last output, up to `source_frames`, repeat it); returns the
-        frames written."""
+        frames written (0: no frame came, no file written)."""
         if source_frames is not None:
             self._repeat_last_until(source_frames)
         self._queue.put(None)
@@ -792,67 +720,10 @@ def run_live(
     return run
 
 
-def synthetic_camera_frames(
-    seconds: float = 4.0,
-    fps: float = 25.0,
-    width: int = 320,
-    height: int = 240,
-    face: int = 200,
-    person: int = 0,
-    seed: int = 2019,
-) -> np.ndarray:
-    """Webcam-like frames (F, height, width, 3) of a synthetic person talking (data.synthetic), the face
-    `face` px square in the middle of a grey frame: a driver for tests and benchmarks, no real person."""
-    from metahead.data.synthetic import render_video
-
-    count = max(1, int(round(seconds * fps)))
-    faces, _ = render_video(seed, person, 0, count, face)
-    frames = np.full((count, height, width, 3), 96, np.uint8)
-    top, left = (height - face) // 2, (width - face) // 2
-    frames[:, top : top + face, left : left + face] = faces
-    return frames
-
-
-def synthetic_camera_clip(path: str | Path, seconds: float = 4.0, fps: float = 25.0, **frames: Any) -> Path:
-    """`synthetic_camera_frames` written as a clip: .y4m or .mjpeg (what Chromium's fake camera reads) or
-    any container write_video_file knows."""
-    return write_camera_clip(path, synthetic_camera_frames(seconds, fps, **frames), fps)
-
-
-def write_camera_clip(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Frames (F, H, W, 3) uint8 as .y4m (raw YUV 4:2:0) or .mjpeg (Chromium's fake-camera formats), or as
-    H.264 for other suffixes."""
-    import av
-
-    from metahead.data.video_io import write_video_file
-    from metahead.fileio import atomic_path
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".y4m", ".mjpeg", ".mjpg"):
-        write_video_file(path, frames, fps)
-        return path
-    from fractions import Fraction
-
-    with atomic_path(path) as tmp:
-        fmt, codec, pix = (("yuv4mpegpipe", "rawvideo", "yuv420p") if suffix == ".y4m"
-                           else ("mjpeg", "mjpeg", "yuvj420p"))  # fmt: skip
-        with av.open(str(tmp), mode="w", format=fmt) as output:
-            stream = output.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-            stream.height, stream.width = frames.shape[1:3]
-            stream.pix_fmt = pix
-            for image in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), "rgb24")):
-                    output.mux(packet)
-            for packet in stream.encode():
-                output.mux(packet)
-    return path
-
-
 __all__ = [
     "CameraLost",
-    "CameraSource",
     "FramePump",
+    "FrameSource",
     "LatencyStats",
     "LatestFrame",
     "LiveConfig",
@@ -865,6 +736,7 @@ __all__ = [
     "TrackedFrame",
     "TrackingStage",
     "VideoFileSource",
+    "camera_source",
     "encode_jpeg",
     "live_frames",
     "run_live",
