@@ -4,12 +4,12 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# A tuned allocator: glibc's default malloc makes PyTorch slow and noisy on CPU. jemalloc only with its page
-# decay off (MALLOC_CONF): with the defaults it returns freed pages and every new activation page-faults
-# (docs/performance.md; metahead.perf.tuned_allocator_env is the same for Python launchers). Idle OpenMP
-# threads sleep instead of spinning: on a shared machine spinning threads stall each other.
-JEMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/aarch64-linux-gnu/libjemalloc.so.2))
-RUN_ENV := MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=268435456 MALLOC_MMAP_THRESHOLD_=268435456 $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1$(,)muzzy_decay_ms:-1) OMP_WAIT_POLICY=PASSIVE
+# A tuned allocator: glibc's default malloc makes PyTorch slow and noisy on CPU; glibc with large blocks kept
+# in its heap (MALLOC_*) is within ~5 % of the fastest here. jemalloc with page decay off was faster on large
+# tensors but grew without bound in real-data training (docs/performance.md, "Allocator";
+# metahead.perf.tuned_allocator_env is the same for Python launchers). Idle OpenMP threads sleep instead of
+# spinning: on a shared machine spinning threads stall each other.
+RUN_ENV := MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=268435456 MALLOC_MMAP_THRESHOLD_=268435456 OMP_WAIT_POLICY=PASSIVE
 
 .PHONY: install test test-browser lint demo bench clean
 

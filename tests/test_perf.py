@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,22 +104,15 @@ def test_maybe_compile_falls_back_to_eager_when_compilation_fails(caplog) -> Non
     assert list(net.state_dict()) == ["layer.weight", "layer.bias"]  # same keys: compiled in place
 
 
-def test_tuned_allocator_env(monkeypatch) -> None:
-    monkeypatch.setattr(perf, "find_jemalloc", lambda: "/lib/libjemalloc.so.2")
-    env = perf.tuned_allocator_env({})
-    assert env == {"LD_PRELOAD": "/lib/libjemalloc.so.2", "MALLOC_CONF": perf.JEMALLOC_CONF}
-    assert perf.tuned_allocator_env({"LD_PRELOAD": "/x/libasan.so"})["LD_PRELOAD"] == (
-        "/lib/libjemalloc.so.2 /x/libasan.so"
-    )
-    # already chosen: left alone (jemalloc without MALLOC_CONF gets the page-keeping setting only)
-    assert perf.tuned_allocator_env({"LD_PRELOAD": "/a/libjemalloc.so.2", "MALLOC_CONF": "x"}) == {}
-    assert perf.tuned_allocator_env({"LD_PRELOAD": "/a/libjemalloc.so.2"}) == {
-        "MALLOC_CONF": perf.JEMALLOC_CONF
+def test_tuned_allocator_env() -> None:
+    assert perf.tuned_allocator_env({}) == perf.GLIBC_TUNING
+    # a value the user set is kept; another allocator preloaded, or the opt-out: nothing added
+    assert perf.tuned_allocator_env({"MALLOC_ARENA_MAX": "8"}) == {
+        k: v for k, v in perf.GLIBC_TUNING.items() if k != "MALLOC_ARENA_MAX"
     }
+    assert perf.tuned_allocator_env({"LD_PRELOAD": "/a/libjemalloc.so.2"}) == {}
     assert perf.tuned_allocator_env({"LD_PRELOAD": "/a/libtcmalloc.so.4"}) == {}
     assert perf.tuned_allocator_env({perf.NO_TUNED_ALLOCATOR_ENV: "1"}) == {}
-    monkeypatch.setattr(perf, "find_jemalloc", lambda: None)
-    assert perf.tuned_allocator_env({}) == perf.GLIBC_TUNING
     assert perf.tuned_thread_env({}) == {"OMP_WAIT_POLICY": "PASSIVE"}
     assert perf.tuned_thread_env({"OMP_WAIT_POLICY": "ACTIVE"}) == {}
     assert perf.allocator_in_use()["allocator"] in ("glibc", "jemalloc", "tcmalloc", "unknown")
@@ -237,3 +232,13 @@ def test_prepare_generator_for_inference_renders_the_same_and_leaves_g_alone() -
         torch.testing.assert_close(generator(y, adain_params=psi), expected)
     with pytest.raises(ValueError, match="adain_params"):
         perf.prepare_generator_for_inference(generator, psi[:, :-1])
+
+
+def test_the_makefile_sets_the_same_allocator_settings_as_python_launchers():
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    run_env = re.search(r"^RUN_ENV := (.*)$", makefile, re.MULTILINE)
+    assert run_env, "the Makefile defines no RUN_ENV"
+    settings = dict(item.split("=", 1) for item in run_env.group(1).split())
+    assert {k: settings.get(k) for k in perf.GLIBC_TUNING} == perf.GLIBC_TUNING
+    # jemalloc with page decay off grew without bound in real-data training (docs/performance.md)
+    assert "LD_PRELOAD" not in settings and "MALLOC_CONF" not in settings

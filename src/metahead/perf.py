@@ -13,7 +13,6 @@ import copy
 import functools
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,9 +23,12 @@ log = logging.getLogger(__name__)
 
 AMP_MODES = ("none", "bf16", "auto")
 
-# jemalloc with its default decay hands freed pages back to the kernel, so every fresh activation page-faults
-# again (a ReLU over a 16 MB tensor: 52 ms vs 2.3 ms with decay off, on the 2-core AVX2 VM). Keeping dirty
-# pages makes it the fastest of glibc / jemalloc here; memory is still reused, only not returned.
+# jemalloc, measured and not the default (docs/performance.md, "Allocator"): with page decay off
+# (JEMALLOC_CONF) it is the fastest here (a ReLU over a 16 MB tensor: 3.3-4 ms, glibc tuned 5-6 ms, jemalloc
+# with any decay 21-52 ms: every fresh activation page-faults), but it grew without bound in real-data
+# training: ~0.7 GB a minute, 12 GB after 40 minutes (thread caches off or one arena: the same), while glibc
+# with GLIBC_TUNING stayed flat at the same step time within 5 % (benchmarks/allocator_memory.py). So the
+# tuned allocator is glibc's; JEMALLOC_CONF is for a user who preloads jemalloc for a short job.
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 JEMALLOC_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -182,23 +184,15 @@ def find_jemalloc() -> str | None:
 
 
 def tuned_allocator_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment variables to add for the tuned allocator: jemalloc (LD_PRELOAD) with page-keeping
-    MALLOC_CONF when installed, else glibc's MALLOC_* settings. Empty when one is already chosen (an
-    LD_PRELOAD of jemalloc/tcmalloc, or MALLOC_CONF set) or METAHEAD_NO_TUNED_ALLOCATOR=1."""
+    """The environment variables to add for the tuned allocator: glibc's MALLOC_* settings (GLIBC_TUNING;
+    those already set are kept). Empty when another allocator is preloaded (LD_PRELOAD of jemalloc or
+    tcmalloc: the user's choice) or METAHEAD_NO_TUNED_ALLOCATOR=1."""
     environ = os.environ if environ is None else environ
     if environ.get(NO_TUNED_ALLOCATOR_ENV) == "1":
         return {}
     preload = environ.get("LD_PRELOAD", "")
     if "jemalloc" in preload or "tcmalloc" in preload:
-        return (
-            {} if "jemalloc" not in preload or environ.get("MALLOC_CONF") else {"MALLOC_CONF": JEMALLOC_CONF}
-        )
-    jemalloc = find_jemalloc() if sys.platform.startswith("linux") else None
-    if jemalloc:
-        return {
-            "LD_PRELOAD": f"{jemalloc} {preload}".strip(),
-            "MALLOC_CONF": environ.get("MALLOC_CONF") or JEMALLOC_CONF,
-        }
+        return {}
     return {k: v for k, v in GLIBC_TUNING.items() if k not in environ}
 
 
