@@ -32,10 +32,11 @@ def per_source(report: str, method: str, metric: str) -> dict[tuple[str, str, in
     values = {}
     for line_number, line in enumerate(path.read_text().splitlines(), 1):
         try:
-            record = json.loads(line)
+            entry = json.loads(line)
         except json.JSONDecodeError as err:
             raise SystemExit(f"{path}, line {line_number}: not JSON ({err})") from None
-        if record.get("kind") != "self" or record.get("method") != method:
+        record = entry.get("result") or {}  # the first line is the run's signature; failed jobs have none
+        if entry.get("status") != "ok" or record.get("kind") != "self" or record.get("method") != method:
             continue
         frames = [v for v in record.get("per_frame", {}).get(metric, []) if v is not None]
         frames = [v for v in frames if not math.isnan(v)]
