@@ -16,6 +16,7 @@ Also here: webcam-like synthetic clips for tests and benchmarks (`synthetic_came
 
 from __future__ import annotations
 
+import abc
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,7 +85,7 @@ def parse_frame_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-class Camera:
+class Camera(abc.ABC):
     """A camera read frame by frame (a FrameSource). A backend subclass opens the device (`_open`, which
     returns its handle), reads it (`_images`: RGB frames until the camera stops) and releases it
     (`_release`); the errors its library raises are `errors`. Each `frames()` opens the camera anew."""
@@ -112,14 +113,17 @@ class Camera:
             self._release(handle)
         raise CameraLost(f"{self.name}: the camera stopped delivering frames (unplugged?)")
 
+    @abc.abstractmethod
     def _open(self) -> Any:
-        raise NotImplementedError
+        """Open the device (what `_images` and `_release` take); raises one of `errors`."""
 
+    @abc.abstractmethod
     def _images(self, handle: Any) -> Iterator[np.ndarray]:
-        raise NotImplementedError
+        """The frames as (H, W, 3) uint8 RGB until the device stops; raises one of `errors`."""
 
+    @abc.abstractmethod
     def _release(self, handle: Any) -> None:
-        raise NotImplementedError
+        """Give the device back (also after an error)."""
 
 
 class OpenCVCamera(Camera):
