@@ -22,21 +22,22 @@ from pathlib import Path
 import numpy as np
 
 from metahead.evaluation.metrics import get_metrics
+from metahead.evaluation.protocol import RESULTS_FILE
+from metahead.evaluation.runner import ResultsFileError, read_results
 
 
 def per_source(report: str, method: str, metric: str) -> dict[tuple[str, str, int], float]:
     """{(person, video, T): mean of the metric over that source's held-out frames} for one method."""
-    path = Path(report) / "results.jsonl"
+    path = Path(report) / RESULTS_FILE
     if not path.is_file():
         raise SystemExit(f"{path}: no such file (run `metahead evaluate ... --out {report}` first)")
+    try:
+        results = read_results(path)
+    except ResultsFileError as err:
+        raise SystemExit(str(err)) from None
     values = {}
-    for line_number, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SystemExit(f"{path}, line {line_number}: not JSON ({err})") from None
-        record = entry.get("result") or {}  # the first line is the run's signature; failed jobs have none
-        if entry.get("status") != "ok" or record.get("kind") != "self" or record.get("method") != method:
+    for record in results.values():  # the jobs that finished ("ok"), by key
+        if record.get("kind") != "self" or record.get("method") != method:
             continue
         frames = [v for v in record.get("per_frame", {}).get(metric, []) if v is not None]
         frames = [v for v in frames if not math.isnan(v)]
