@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from metahead import perf
+from metahead.training.logging import read_log
 
 SETTINGS = {
     "glibc": {},
@@ -98,8 +99,8 @@ def summary(samples: list) -> dict:
 def step_time(run: Path) -> dict:
     """The median of the run's logged step times (throughput/step_time_s in log.jsonl)."""
     try:
-        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError):
+        rows = read_log(run / "log.jsonl")
+    except OSError:  # the process never logged
         return {}
     times = sorted(r["throughput/step_time_s"] for r in rows if "throughput/step_time_s" in r)
     return {"median_step_s": round(times[len(times) // 2], 3), "logged_steps": len(times)} if times else {}
