@@ -116,6 +116,21 @@ def test_save_load_round_trip_renders_identically(ff_avatar, tmp_path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically: no temporary left behind
 
 
+def test_finetune_overrides_change_one_setting_of_the_models_own(networks) -> None:
+    """`metahead avatar --set finetune.X=V`: the model's fine-tuning settings with X changed (it used to
+    replace them all with the paper's defaults)."""
+    frames, landmarks = person_frames(2)
+    avatar = Avatar.create(networks, frames=frames, landmarks=landmarks, progress=False,
+                           finetune_overrides=["finetune.lr_generator=3e-4"])  # fmt: skip
+    settings = avatar.info["finetune"]
+    assert settings["lr_generator"] == 3e-4
+    assert settings["steps"] == 1 and settings["batch_size"] == 2  # tiny_config's, not the defaults
+    with pytest.raises(ValueError, match=r"takes finetune\.FIELD=VALUE.*model\.base_channels=8"):
+        Avatar.create(
+            networks, frames=frames, landmarks=landmarks, finetune_overrides=["model.base_channels=8"]
+        )
+
+
 def test_finetuned_avatar_changes_g_but_not_the_model(networks, tmp_path) -> None:
     _, generator, _, _ = networks
     before = {k: v.clone() for k, v in generator.state_dict().items()}

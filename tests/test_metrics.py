@@ -496,3 +496,30 @@ def test_sharpness_looks_only_at_the_face_box_and_is_registered():
     value = metrics.get_metric("sharpness").compute(pairs, MetricResources())
     assert value.shape == (1,) and value.item() == pytest.approx(1.0)
     assert "sharpness" in metrics.available_metric_names()
+
+
+def test_blockiness_is_about_one_for_a_photograph_and_flags_a_nearest_upsampling_mosaic():
+    image, landmarks = _textured_face()
+    assert metrics.blockiness(image, landmarks).item() == pytest.approx(1.0, abs=0.15)
+    assert metrics.blockiness(_blurred(image, 2.0), landmarks).item() == pytest.approx(1.0, abs=0.15)
+    coarse = torch.nn.functional.avg_pool2d(image, 8)
+    mosaic = torch.nn.functional.interpolate(coarse, scale_factor=8, mode="nearest")
+    assert math.isinf(metrics.blockiness(mosaic, landmarks).item())  # steps only on the 8-px grid
+    # a faint mosaic on a blurred face: sharpness barely moves, blockiness does
+    faint = 0.85 * _blurred(image, 1.0) + 0.15 * mosaic
+    assert metrics.blockiness(faint, landmarks).item() > 1.25
+    # seams off the pixel grid a generator's upsampling makes (shifted 3 px) are not what it counts
+    assert metrics.blockiness(torch.roll(faint, (3, 3), dims=(-2, -1)), landmarks).item() < 1.15
+    assert math.isnan(metrics.blockiness(torch.full_like(image, 0.5), landmarks).item())
+
+
+def test_blockiness_is_registered_and_reported_beside_sharpness():
+    from metahead.evaluation.report import PAPER_COLUMNS
+
+    image, landmarks = _textured_face()
+    pairs = FramePairs(fake=image * 2 - 1, real=image * 2 - 1, real_landmarks=landmarks.float())
+    metric = metrics.get_metric("blockiness")
+    assert not metric.higher_is_better
+    assert metric.compute(pairs, MetricResources()).shape == (1,)
+    assert "blockiness" in metrics.available_metric_names()
+    assert PAPER_COLUMNS.index("blockiness") == PAPER_COLUMNS.index("sharpness") + 1

@@ -59,6 +59,36 @@ def test_generator_up_path_widths_lab_and_mirror() -> None:
         up_channels_at(dataclasses.replace(cfg, generator_up_widths="wide"), 32)
 
 
+def test_generator_bilinear_upsampling_leaves_no_mosaic_and_skips_the_nearest_kernel() -> None:
+    """model.generator_upsampling: "bilinear" changes G's up blocks only, keeps the fast and the reference ops
+    equal (the fused stride-2 kernel is nearest upsampling's, so it is not used), and an untrained G's output
+    is smooth across its 2/4/8-px grid where nearest's is not."""
+    from metahead.evaluation.metrics import blockiness
+    from metahead.models.blocks import use_reference_ops
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny(), image_size=32, generator_upsampling="bilinear")
+    bilinear = Generator(cfg).eval()
+    torch.manual_seed(0)
+    nearest = Generator(dataclasses.replace(cfg, generator_upsampling="nearest")).eval()
+    assert {b.upsampling for b in bilinear.up} == {"bilinear"}
+    assert all(b.upsampling == "nearest" for b in bilinear.bottleneck)  # no resampling there anyway
+    y, e = random_images(2, 32, 1), torch.randn(2, cfg.embedding_dim)
+    with torch.no_grad():
+        fast = bilinear(y.contiguous(memory_format=torch.channels_last), e)
+        for block in bilinear.up:
+            block.freeze_resampling_kernel()
+            assert block.resampling_kernel is None
+        reference = use_reference_ops(bilinear)(y, e)
+        assert torch.allclose(fast, reference, atol=1e-5)
+        box = torch.tensor([[2.0, 2.0], [29.0, 29.0]]).repeat(1, 34, 1)
+        smooth = blockiness((bilinear(y, e) + 1) / 2, box.expand(2, -1, -1))
+        blocky = blockiness((nearest(y, e) + 1) / 2, box.expand(2, -1, -1))
+    assert (blocky > smooth).all(), (blocky, smooth)
+    with pytest.raises(ValueError, match="generator_upsampling='bicubic'"):
+        Generator(dataclasses.replace(cfg, generator_upsampling="bicubic"))
+
+
 def test_adain_slices_are_disjoint_cover_psi_and_match_projection() -> None:
     generator = Generator(tiny())
     layers = generator.adain_layers()

@@ -147,6 +147,23 @@ def test_bad_settings_fail_before_any_work(tiny, tmp_path):
     )
 
 
+def test_finetune_overrides_reach_the_ft_avatars_and_the_signature(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"--set takes finetune\.FIELD=VALUE or loss\.FIELD=VALUE"):
+        config(tiny, tmp_path / "bad", finetune_overrides=("model.base_channels=4",))
+    # Rates of 0: fine-tuning moves nothing, so the FT avatar renders exactly what the FF one does.
+    frozen = ("finetune.lr_generator=0", "finetune.lr_discriminator=0", "loss.pixel_weight=2")
+    cfg = config(tiny, tmp_path / "r", shots=(1,), methods=("ft", "ff"), metrics=("ssim", "l1"),
+                 finetune_steps=2, finetune_overrides=frozen)  # fmt: skip
+    state = protocol.build_worker_state(cfg, ["ssim"])
+    assert state.model[3].finetune.lr_generator == 0 and state.model[3].loss.pixel_weight == 2
+    plain = protocol.build_worker_state(config(tiny, tmp_path / "r2"), ["ssim"])
+    assert plain.model[3].loss.pixel_weight == 1
+    assert cfg.signature()["finetune_overrides"] == list(frozen)
+    assert "finetune_overrides" not in config(tiny, tmp_path / "r2").signature()  # old results still match
+    rows = {r["method"]: r for r in protocol.evaluate(cfg).report["self_reenactment"]}
+    assert rows["ft"]["metrics"]["l1"]["value"] == pytest.approx(rows["ff"]["metrics"]["l1"]["value"])
+
+
 def test_evaluate_command_writes_the_report_and_resumes(tiny, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("METAHEAD_INCEPTION_WEIGHTS", raising=False)
     out = tmp_path / "report"

@@ -452,6 +452,19 @@ def test_resume_with_another_content_loss_is_refused(tiny_data, tmp_path):
     train(tiny_config(tiny_data, run, "train.steps=2"), resume=True)  # the same loss resumes
 
 
+def test_resume_may_switch_generator_upsampling_but_not_a_weight_shape(tiny_data, tmp_path):
+    from metahead.training.meta import train
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, "train.steps=1"))
+    with pytest.raises(ValueError, match="was trained with model config"):
+        train(tiny_config(tiny_data, run, "train.steps=2", "model.base_channels=16"), resume=True)
+    train(tiny_config(tiny_data, run, "train.steps=2", "model.generator_upsampling=bilinear"), resume=True)
+    _, generator, _, cfg = checkpoint.load_model(run / "model.pt")
+    assert cfg.model.generator_upsampling == "bilinear"
+    assert {block.upsampling for block in generator.up} == {"bilinear"}
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
     from metahead.training.meta import TrainingDiverged, train
 

@@ -307,22 +307,17 @@ def _run_avatar(args) -> int:
     import warnings
 
     from metahead.avatar import Avatar, InputWarning
-    from metahead.config import ExperimentConfig, apply_overrides
     from metahead.data.prepare import PrepareConfig
     from metahead.training.finetune import loss_curve_paths
 
-    config = None
-    if args.overrides:
-        if any(not o.strip().startswith("finetune.") for o in args.overrides):
-            raise ValueError("--set takes finetune.FIELD=VALUE here (the model's own config is fixed)")
-        config = apply_overrides(ExperimentConfig(), args.overrides).finetune
     prepare_config = PrepareConfig(margin=args.margin) if args.margin else None
     curve_json, _ = loss_curve_paths(args.out)
     with warnings.catch_warnings():
         warnings.simplefilter("always", InputWarning)
         avatar = Avatar.create(
             args.model, images=args.images, video=args.video, shots=args.shots,
-            finetune=not args.feed_forward, config=config, steps=args.steps, device=_device(args.device),
+            finetune=not args.feed_forward, finetune_overrides=args.overrides, steps=args.steps,
+            device=_device(args.device),
             amp=args.amp, prepare_config=prepare_config, progress=not args.no_progress,
             curve_path=None if args.feed_forward else curve_json,
         )  # fmt: skip
@@ -460,6 +455,12 @@ def _add_evaluate(sub) -> None:
         help="metric names (default: all available; FID only with --inception-weights)",
     )
     p.add_argument("--steps", type=int, help="fine-tuning steps (default: the model's finetune.steps)")
+    _add_overrides(
+        p,
+        "change a fine-tuning setting or its loss for FT avatars, e.g. --set finetune.lr_generator=1e-4 or "
+        "--set loss.identity_network=dlib (repeatable; recorded with the results)",
+        metavar="finetune|loss.FIELD=VALUE",
+    )
     p.add_argument(
         "--cross-identity",
         type=int,
@@ -494,7 +495,8 @@ def _run_evaluate(args) -> int:
         max_videos=args.max_videos or None, max_videos_per_identity=args.max_videos_per_person or None,
         split=args.split, eval_source=args.eval_source,
         methods=tuple(args.methods or METHODS), metrics=tuple(args.metrics) if args.metrics else None,
-        finetune_steps=args.steps, cross_identity_pairs=args.cross_identity,
+        finetune_steps=args.steps, finetune_overrides=tuple(args.overrides),
+        cross_identity_pairs=args.cross_identity,
         cross_identity_shots=args.cross_shots, seed=args.seed, device=_device(args.device), amp=args.amp,
         inception_weights=args.inception_weights, workers=workers, grid_videos=args.grid_videos,
     )  # fmt: skip

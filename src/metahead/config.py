@@ -12,6 +12,7 @@ import json
 import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ class ModelConfig:
     # the down path's width at each resolution below image_size (512, 256, 128 at 32², 64², 128²; 64 at
     # 256²); "mirror" = the down path's widths (metahead before issue 19; the CPU presets keep it).
     generator_up_widths: str = "lab"
+    # How G's up blocks double the resolution (main and skip path): "nearest" (the lab code's) or "bilinear".
+    # Nearest leaves a mosaic on the 8-px grid of a 64² G until it is trained long (metric `blockiness`).
+    generator_upsampling: str = "nearest"
     discriminator_final_resolution: int = 4  # paper: one extra residual block at 4x4
     embedder_final_resolution: int = 4  # E's down path ends where D's does (paper: same blocks as D's V)
     spectral_norm: bool = True  # paper: on every conv and linear layer, P included
@@ -362,6 +366,18 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
         hints = typing.get_type_hints(type(target))
         setattr(target, name, _parse_value(raw.strip(), hints[name], key))
     return cfg
+
+
+def apply_section_overrides(
+    cfg: ExperimentConfig, overrides: Sequence[str], sections: Sequence[str], where: str
+) -> ExperimentConfig:
+    """apply_overrides limited to `sections` (e.g. a model's fine-tuning settings, which a user may change
+    when making an avatar, unlike its networks); `where` names the option in the error."""
+    outside = [o for o in overrides if o.strip().split(".", 1)[0] not in sections]
+    if outside:
+        allowed = " or ".join(f"{s}.FIELD=VALUE" for s in sections)
+        raise ValueError(f"{where} takes {allowed} (the model's other settings are fixed), got {outside}")
+    return apply_overrides(cfg, list(overrides))
 
 
 def _parse_value(raw: str, typ: Any, key: str) -> Any:

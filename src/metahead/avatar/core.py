@@ -43,7 +43,7 @@ from metahead.avatar.faces import (
 )
 from metahead.avatar.fileformat import AVATAR_FORMAT, AVATAR_VERSION, MODES, plain_values, read_avatar_file
 from metahead.avatar.render import as_points, fold_spectral_norm, to_uint8
-from metahead.config import ExperimentConfig, FinetuneConfig
+from metahead.config import ExperimentConfig, FinetuneConfig, apply_section_overrides
 from metahead.fileio import atomic_path
 from metahead.landmarks.draw import draw_landmarks
 from metahead.landmarks.parts import NUM_LANDMARKS
@@ -221,6 +221,7 @@ class Avatar:
         finetune: bool = True,
         config: FinetuneConfig | None = None,
         steps: int | None = None,
+        finetune_overrides: Sequence[str] = (),
         device: str | torch.device = "cpu",
         amp: str = "none",
         detector: Any | None = None,
@@ -235,9 +236,10 @@ class Avatar:
         model: a model file (training.checkpoint.save_model) or (E, G, D, cfg) as load_model returns.
         shots: T, the frames used (default: all photos / frames given, or config.shots for a video;
         fewer than given picks T evenly spaced; more is an error). finetune: FT (True) or FF (False).
-        config: fine-tuning settings (default: the model config's `finetune` section); `steps` overrides
-        its step count. curve_path: write the fine-tuning losses there as JSON, and as a PNG plot next to
-        it (the same name with .png), with the T frames' reconstruction L1 every 10 steps.
+        config: fine-tuning settings (default: the model config's `finetune` section); `finetune_overrides`
+        ("finetune.FIELD=VALUE") change single settings of those, and `steps` the step count. curve_path:
+        write the fine-tuning losses there as JSON, and as a PNG plot next to it (the same name with .png),
+        with the T frames' reconstruction L1 every 10 steps.
         """
         from metahead.data.episodes import FewShotDataset
         from metahead.training import checkpoint
@@ -254,6 +256,7 @@ class Avatar:
         cfg = copy.deepcopy(cfg)
         if config is not None:
             cfg.finetune = copy.deepcopy(config)
+        cfg = apply_section_overrides(cfg, finetune_overrides, ("finetune",), "finetune_overrides")
         if steps is not None:
             cfg.finetune.steps = int(steps)
         if shots is not None and (not isinstance(shots, int) or shots < 1):

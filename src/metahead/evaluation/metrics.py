@@ -211,7 +211,7 @@ def available_metric_names(resources: MetricResources | None = None) -> list[str
     """The default metric set: FID only where the Inception weights are configured."""
     from metahead.evaluation.inception import InceptionWeightsMissing, inception_weights_path
 
-    names = ["ssim", "psnr", "l1", "sharpness", "csim", "landmark_error", "identity_fd"]
+    names = ["ssim", "psnr", "l1", "sharpness", "blockiness", "csim", "landmark_error", "identity_fd"]
     try:
         inception_weights_path(resources.inception_weights if resources else None)
         names.insert(0, "fid")
@@ -362,6 +362,40 @@ def sharpness(images: torch.Tensor, reference: torch.Tensor, landmarks: torch.Te
     )
 
 
+# Blockiness: a generator that upsamples by nearest neighbour (G's up blocks, their skip paths above all)
+# leaves seams on a grid of 2, 4 or 8 pixels when it is undertrained: a mosaic that the band-pass of
+# `sharpness` counts as detail. Edges between pixels p-1 and p (mod p) are compared with all others.
+BLOCK_PERIODS = (2, 4, 8)
+
+
+def blockiness(images: torch.Tensor, landmarks: torch.Tensor, periods: Sequence[int] = BLOCK_PERIODS):
+    """Per image (B,): the largest, over `periods`, of the mean luma step across grid lines (every p-th
+    pixel boundary, rows and columns) over the mean step elsewhere, on the face box of `landmarks`.
+    ~1 for a photograph (no grid is special), above 1 for a mosaic (inf: steps only on the grid); NaN for a
+    flat face box."""
+    height, width = images.shape[-2:]
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64, device=images.device)
+    luma = (images.double() * weights.view(1, 3, 1, 1)).sum(1)
+    inside = face_box_mask(landmarks.double().cpu(), height, width).squeeze(1).to(images.device)
+    # steps between neighbours: across columns (B, H, W-1) and across rows (B, H-1, W), each kept where
+    # both pixels lie in the face box
+    steps = ((luma[:, :, 1:] - luma[:, :, :-1]).abs(), (luma[:, 1:, :] - luma[:, :-1, :]).abs())
+    kept = (inside[:, :, 1:] & inside[:, :, :-1], inside[:, 1:, :] & inside[:, :-1, :])
+    worst = torch.full((images.shape[0],), -math.inf, dtype=torch.float64, device=images.device)
+    for period in periods:
+        on_grid = [torch.zeros_like(k) for k in kept]
+        on_grid[0][:, :, period - 1 :: period] = True
+        on_grid[1][:, period - 1 :: period, :] = True
+        grid_sum = sum((s * (k & g)).flatten(1).sum(1) for s, k, g in zip(steps, kept, on_grid))
+        grid_count = sum((k & g).flatten(1).sum(1) for k, g in zip(kept, on_grid))
+        off_sum = sum((s * (k & ~g)).flatten(1).sum(1) for s, k, g in zip(steps, kept, on_grid))
+        off_count = sum((k & ~g).flatten(1).sum(1) for k, g in zip(kept, on_grid))
+        grid_mean, off_mean = grid_sum / grid_count.clamp_min(1), off_sum / off_count.clamp_min(1)
+        worst = torch.maximum(worst, grid_mean / off_mean)  # x/0 = inf: a pure mosaic
+    flat = torch.isnan(worst)  # 0/0 at every period
+    return worst.masked_fill(flat, math.nan)
+
+
 # Outer eye corners of the 68-point scheme: 300-W's inter-ocular normalisation.
 OUTER_EYE_CORNERS = (36, 45)
 
@@ -443,6 +477,18 @@ def _l1_metric(pairs: FramePairs, resources: MetricResources) -> torch.Tensor:
 def _sharpness_metric(pairs: FramePairs, resources: MetricResources) -> torch.Tensor:
     real_landmarks, _ = pairs.require_landmarks("sharpness")
     return sharpness(_to_unit(pairs.fake), _to_unit(pairs.real), real_landmarks)
+
+
+@register_metric(
+    "blockiness",
+    higher_is_better=False,
+    needs=("landmarks",),
+    description="luma steps across every 2nd/4th/8th pixel boundary over those elsewhere, on the face box "
+    "(worst period; ~1 for a photograph, above 1 for a nearest-upsampling mosaic)",
+)
+def _blockiness_metric(pairs: FramePairs, resources: MetricResources) -> torch.Tensor:
+    real_landmarks, _ = pairs.require_landmarks("blockiness")
+    return blockiness(_to_unit(pairs.fake), real_landmarks)
 
 
 @register_metric(

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metahead.config import ExperimentConfig, apply_section_overrides
 from metahead.data.format import DataError, Dataset, VideoReader
 from metahead.evaluation.methods import METHODS, MODEL_METHODS, SAMPLE_FRAMES
 from metahead.evaluation.metrics import FramePairs, MetricResources, available_metric_names, get_metrics
@@ -49,6 +50,10 @@ from metahead.fileio import atomic_path, atomic_write_text
 EVAL_SOURCES = ("same-video", "split-video", "other-videos", "auto")
 RESULTS_FILE = "results.jsonl"
 PLAN_FILE = "plan.json"
+
+
+# What --set may change for FT avatars: the fine-tuning settings and the loss they minimise.
+FINETUNE_SECTIONS = ("finetune", "loss")
 
 
 @dataclass
@@ -67,6 +72,8 @@ class ProtocolConfig:
     methods: tuple[str, ...] = tuple(METHODS)
     metrics: tuple[str, ...] | None = None  # None: all available (FID only with the Inception weights)
     finetune_steps: int | None = None  # None: the model config's finetune.steps
+    # "finetune.FIELD=VALUE" / "loss.FIELD=VALUE" applied to the model's config for FT avatars
+    finetune_overrides: tuple[str, ...] = ()
     cross_identity_pairs: int = 0  # (avatar, driver) pairs of different people; 0 = none
     cross_identity_shots: int | None = None  # T for cross-identity avatars (default: the largest T that fits)
     seed: int = 0
@@ -89,6 +96,8 @@ class ProtocolConfig:
             raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
         if self.metrics is not None:
             get_metrics(self.metrics)  # unknown names fail here, before any work
+        self.finetune_overrides = tuple(self.finetune_overrides)
+        apply_section_overrides(ExperimentConfig(), self.finetune_overrides, FINETUNE_SECTIONS, "--set")
 
     def signature(self) -> dict[str, Any]:
         """What makes two runs' results comparable (shots and methods may grow between runs)."""
@@ -106,6 +115,7 @@ class ProtocolConfig:
             "max_videos_per_identity": self.max_videos_per_identity,
             "metrics": list(self.metrics or []),
             "finetune_steps": self.finetune_steps,
+            **({"finetune_overrides": list(self.finetune_overrides)} if self.finetune_overrides else {}),
             "seed": self.seed,
         }
 
@@ -321,7 +331,9 @@ class WorkerState:
 def build_worker_state(cfg: ProtocolConfig, metric_names: Sequence[str]) -> WorkerState:
     from metahead.training.checkpoint import load_model
 
-    model = load_model(cfg.model, map_location=cfg.device)
+    embedder, generator, discriminator, model_cfg = load_model(cfg.model, map_location=cfg.device)
+    model_cfg = apply_section_overrides(model_cfg, cfg.finetune_overrides, FINETUNE_SECTIONS, "--set")
+    model = (embedder, generator, discriminator, model_cfg)
     resources = MetricResources(device=cfg.device, inception_weights=cfg.inception_weights)
     return WorkerState(cfg, model, resources, list(metric_names))
 

@@ -25,7 +25,7 @@ from metahead.evaluation.metrics import distribution_score, get_metric, summariz
 from metahead.fileio import atomic_path, atomic_write_text
 
 # Table 1's FID, SSIM, CSIM (identity FD stands apart), and sharpness beside them: blur shows in numbers
-PAPER_COLUMNS = ("fid", "identity_fd", "ssim", "csim", "sharpness")
+PAPER_COLUMNS = ("fid", "identity_fd", "ssim", "csim", "sharpness", "blockiness")
 CELL = 128  # pixels per image in the grids
 SHOTS_SHOWN = 3
 

@@ -64,7 +64,11 @@ class Generator(nn.Module):
         self.up_attention = nn.ModuleDict()
         for i, res in enumerate(up_resolutions):
             out = up_channels_at(cfg, res)
-            self.up.append(ResidualBlock(channels, out, resample="up", norm="adain", **kw))
+            self.up.append(
+                ResidualBlock(
+                    channels, out, resample="up", norm="adain", upsampling=cfg.generator_upsampling, **kw
+                )
+            )
             if res == cfg.attention_up_resolution:
                 self.up_attention[str(i)] = SelfAttention(out, **kw)
             channels = out

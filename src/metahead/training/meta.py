@@ -25,6 +25,7 @@ of DDP all-reducing the whole table (training/video_embeddings.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -474,9 +475,10 @@ def _resume_state(
 
 
 def _check_resumable(cfg: ExperimentConfig, state: dict[str, Any], path: Path) -> None:
-    """The networks must have the shapes the checkpoint's weights have; training settings may change."""
+    """The networks must have the shapes the checkpoint's weights have; training settings may change, and
+    so may model settings that no weight depends on (G's upsampling mode)."""
     saved = ExperimentConfig.from_dict(state["config"])
-    if saved.model != cfg.model:
+    if dataclasses.replace(saved.model, generator_upsampling=cfg.model.generator_upsampling) != cfg.model:
         raise ValueError(f"{path}: was trained with model config {saved.model}, not {cfg.model}")
     if saved.train.finetunable != cfg.train.finetunable:
         raise ValueError(
