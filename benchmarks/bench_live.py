@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from metahead.avatar import Avatar
-from metahead.config import preset
+from metahead.config import preset_with_overrides
 from metahead.data.synthetic import render_video
 from metahead.live import (
     LiveConfig,
@@ -51,7 +51,7 @@ WINDOW_SECONDS = 10.0
 
 def untrained_avatar(name: str) -> Avatar:
     """A feed-forward avatar of a synthetic person, from 4 frames, with the preset's networks untrained."""
-    cfg = preset(name)
+    cfg = preset_with_overrides(name)  # "demo" or "demo:model.generator_upsampling=nearest"
     torch.manual_seed(0)
     networks = (Embedder(cfg.model), Generator(cfg.model), Discriminator(cfg.model, num_videos=1), cfg)
     frames, marks = render_video(11, 0, 0, 4, cfg.model.image_size)

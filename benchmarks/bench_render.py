@@ -12,6 +12,7 @@ weights (speed does not depend on training):
 
     python benchmarks/bench_render.py                       # paper-256, cpu-128, cpu-64
     python benchmarks/bench_render.py --presets cpu-64 --threads 2
+    python benchmarks/bench_render.py --presets demo demo:model.generator_upsampling=nearest  # PRESET:SET,SET
 
 The machine is shared: the JSON has the load average before and after; compare figures from one run.
 """
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from metahead.avatar import Avatar, to_uint8
-from metahead.config import preset
+from metahead.config import preset_with_overrides
 from metahead.landmarks.mean_face import random_faces
 from metahead.models.generator import Generator
 
@@ -63,7 +64,7 @@ def bench_preset(
     warmup: bool = True,
     naive: bool = True,
 ) -> dict:
-    cfg = preset(name)
+    cfg = preset_with_overrides(name)
     torch.manual_seed(0)
     generator = Generator(cfg.model).eval()
     embedding = torch.randn(1, cfg.model.embedding_dim)

@@ -141,6 +141,7 @@ def test_finetuned_avatar_changes_g_but_not_the_model(networks, tmp_path) -> Non
     avatar = Avatar.create(networks, frames=frames, landmarks=landmarks, steps=2, progress=False,
                            curve_path=curve)  # fmt: skip
     assert avatar.mode == "ft" and avatar.info["finetune"]["steps"] == 2
+    assert avatar.info["finetune"]["seconds"] > 0  # recorded (the demo page shows it)
     assert curve.is_file() and curve.with_suffix(".png").is_file()
     assert not torch.equal(avatar.adain_params, ff.adain_params)  # ψ' moved away from P ê
     for key, value in generator.state_dict().items():

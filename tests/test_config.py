@@ -40,6 +40,7 @@ DEMO_MODEL = {
     "model.attention_down_resolution": 16,
     "model.attention_up_resolution": 32,
     "model.generator_up_widths": "mirror",
+    "model.generator_upsampling": "bilinear",
 }
 CPU = {"model.generator_up_widths": "mirror", "loss.allow_offline": True}
 PRESET_VALUES: dict[str, dict[str, object]] = {
@@ -80,7 +81,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         "train.sample_every": 100,
         "train.checkpoint_every": 100,
         "train.time_limit_minutes": 5.0,
-        "finetune.steps": 280,
+        "finetune.steps": 220,
         "finetune.batch_size": 2,
         "finetune.lr_generator": 1e-3,
         "finetune.schedule": "cosine",
@@ -98,7 +99,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         "train.num_workers": 0,
         "train.log_every": 20,
         "train.checkpoint_every": 500,
-        "finetune.steps": 280,
+        "finetune.steps": 220,
         "finetune.batch_size": 2,
         "finetune.lr_generator": 1e-3,
         "finetune.schedule": "cosine",
@@ -232,3 +233,14 @@ def test_configs_from_before_issue_19_load_as_they_were_meant(tmp_path, old, mod
     assert loaded.train.video_embedding_init == mode
     assert loaded.model.generator_up_widths == "mirror" and loaded.loss.allow_offline is True
     assert data["train"]["init_video_embeddings"] is old  # the caller's dict is left alone
+
+
+def test_preset_with_overrides_reads_a_name_and_its_overrides_in_one_string():
+    from metahead.config import preset_with_overrides
+
+    assert preset_with_overrides("demo") == preset("demo")
+    variant = preset_with_overrides("demo:model.generator_upsampling=nearest,train.discriminator_steps=2")
+    assert variant.model.generator_upsampling == "nearest" and variant.train.discriminator_steps == 2
+    assert variant.preset == "demo" and variant.model.image_size == 64
+    with pytest.raises(ValueError, match="unknown field"):
+        preset_with_overrides("demo:model.upsampling=nearest")

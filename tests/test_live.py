@@ -264,7 +264,9 @@ def test_pipeline_tracks_in_a_thread_and_renders_each_frame_with_its_own_landmar
         assert np.allclose(result.landmarks, driver_marks[frame.index])
     summary = run.summary
     assert summary["frames"] + summary["dropped"] >= summary["source_frames"] - 2
-    assert session.tracker.stats["full_detections"] == 1
+    # one detection starts the track; after that only a frame dropped under load can make the face jump
+    # past the tracker's fast-motion limit and send it to the (scripted: full-frame) detector again
+    assert 1 <= session.tracker.stats["full_detections"] <= 1 + summary["dropped"]
 
 
 def test_latest_frame_replaces_what_was_not_taken() -> None:

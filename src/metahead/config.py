@@ -255,6 +255,11 @@ def _demo() -> ExperimentConfig:
         # cpu-64 attends at 64² in G's up path: a 4096² map per image, most of G's time on a CPU.
         attention_down_resolution=16,
         attention_up_resolution=32,
+        # Nearest upsampling leaves an 8-px mosaic that minutes of training do not smooth. 5 minutes each,
+        # the demo's 3 test videos at T = 8: FT SSIM 0.836 vs 0.807, FF 0.450 vs 0.344, FT blockiness
+        # 1.12 vs 1.19; real-64 on real-dev (18 sources): FT blockiness 1.07 vs 1.21 at level SSIM and CSIM
+        # (docs/training.md, "G's upsampling").
+        generator_upsampling="bilinear",
     )
     cfg.loss.identity_network = "none"  # the dlib identity term costs ~40% of a step at this size
     # L_MCH: after 5 minutes of meta-training (~1,300 steps, W initialised from E), the FF avatars' held-out
@@ -278,7 +283,10 @@ def _demo() -> ExperimentConfig:
     # steps: 0.652); held-out L1 stops falling by step 250. That took ~100 s per avatar on two cores; to
     # make one in about a minute: batches of 2 (~0.21 s per step on one quiet core, ~0.33 for 4), 280
     # steps (on the 5-minute demo model, 220 steps of 2 gave held-out SSIM 0.808, 145 steps of 4 0.801).
-    cfg.finetune.steps = 280
+    # With bilinear G (5-minute model, its 3 test videos): 160 / 200 / 240 / 280 steps gave FT SSIM 0.798 /
+    # 0.817 / 0.829 / 0.836, at 0.25-0.37 s a step on two cores (1 or 2 threads alike). 220: FT SSIM 0.821
+    # in `make demo`, 71-82 s on this machine (a minute would be ~180 steps, ~0.80; docs/results.md).
+    cfg.finetune.steps = 220
     cfg.finetune.batch_size = 2
     cfg.finetune.lr_generator = 1e-3
     cfg.finetune.schedule = "cosine"
@@ -344,6 +352,13 @@ def preset(name: str) -> ExperimentConfig:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]()
+
+
+def preset_with_overrides(spec: str) -> ExperimentConfig:
+    """ "NAME" or "NAME:section.field=value,section.field=value": a preset with overrides in one string (the
+    benchmarks' --presets, to compare variants of a preset in one run)."""
+    name, _, overrides = spec.partition(":")
+    return apply_overrides(preset(name), [o for o in overrides.split(",") if o])
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:

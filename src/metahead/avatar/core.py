@@ -312,6 +312,7 @@ class Avatar:
                     f"{model_path or 'model'}: was meta-trained as the FF model (no L_MCH), so w0 + ê_NEW is "
                     "not a meaningful start for D; fine-tuning anyway", InputWarning, stacklevel=2,
                 )  # fmt: skip
+            started = time.perf_counter()
             result = ft.finetune(
                 embedder, generator, discriminator, few_shot, cfg,
                 content_loss=content_loss, device=device, amp=amp, progress=progress,
@@ -322,7 +323,11 @@ class Avatar:
                 result.adain_params,
                 result.person_embedding,
             )
-            info["finetune"] = {**dataclasses.asdict(cfg.finetune), **ft.summarise_history(result.history)}
+            info["finetune"] = {
+                **dataclasses.asdict(cfg.finetune),
+                **ft.summarise_history(result.history),
+                "seconds": round(time.perf_counter() - started, 1),  # the fine-tuning alone
+            }
             if curve_path is not None:
                 curve = Path(curve_path)
                 ft.save_loss_curve(result.history, curve, curve.with_suffix(".png"))

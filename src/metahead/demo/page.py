@@ -170,7 +170,9 @@ def write_page(
         f"({stages.records['train']['seconds'] / 60:.1f} min), and an avatar of a person the model never saw "
         f"(<code>{html.escape(people['avatar_person'])}</code>, a test-split identity) made from "
         f"T = {avatar_details['shots']} frames of one video and fine-tuned for "
-        f"{avatar_details['finetune_steps']} steps.</p>",
+        f"{avatar_details['finetune_steps']} steps"
+        + (f" ({avatar_details['finetune_seconds']:.0f} s)" if avatar_details.get("finetune_seconds") else "")
+        + ".</p>",
         "<p class='note'>What to expect: the networks are small and trained for minutes at "
         f"{size}×{size} pixels on two CPU cores, so the results are blurry approximations of the person — "
         "the point is the whole pipeline and the comparison with the baselines, not image quality. The "

@@ -122,6 +122,7 @@ def make_avatars(
         "finetune_steps": int(summary.get("steps", 0)),
         "content_first": summary.get("content_first"),
         "content_last": summary.get("content_last"),
+        "finetune_seconds": summary.get("seconds"),
         "video": str(video),
     }
 
