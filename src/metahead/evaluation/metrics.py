@@ -327,10 +327,15 @@ def face_box_mask(landmarks: torch.Tensor, height: int, width: int, margin: floa
     return inside.unsqueeze(1)
 
 
+def _luma(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB → (B, 1, H, W) Rec. 601 luma, float64."""
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64, device=images.device)
+    return (images.double() * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
 def band_detail(images: torch.Tensor, sigma: float = SHARPNESS_SIGMA) -> torch.Tensor:
     """Laplacian of a Gaussian (σ px) of the luma of (B, 3, H, W) images in [0, 1]: (B, 1, H, W)."""
-    luma = images.double() * images.new_tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
-    luma = luma.sum(1, keepdim=True)
+    luma = _luma(images)
     radius = max(1, math.ceil(3 * sigma))
     window = gaussian_window(2 * radius + 1, sigma)
     padded = F.pad(luma, (radius + 1,) * 4, mode="replicate")
@@ -374,8 +379,7 @@ def blockiness(images: torch.Tensor, landmarks: torch.Tensor, periods: Sequence[
     ~1 for a photograph (no grid is special), above 1 for a mosaic (inf: steps only on the grid); NaN for a
     flat face box."""
     height, width = images.shape[-2:]
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64, device=images.device)
-    luma = (images.double() * weights.view(1, 3, 1, 1)).sum(1)
+    luma = _luma(images).squeeze(1)
     inside = face_box_mask(landmarks.double().cpu(), height, width).squeeze(1).to(images.device)
     # steps between neighbours: across columns (B, H, W-1) and across rows (B, H-1, W), each kept where
     # both pixels lie in the face box
@@ -391,9 +395,8 @@ def blockiness(images: torch.Tensor, landmarks: torch.Tensor, periods: Sequence[
         off_sum = sum((s * (k & ~g)).flatten(1).sum(1) for s, k, g in zip(steps, kept, on_grid))
         off_count = sum((k & ~g).flatten(1).sum(1) for k, g in zip(kept, on_grid))
         grid_mean, off_mean = grid_sum / grid_count.clamp_min(1), off_sum / off_count.clamp_min(1)
-        worst = torch.maximum(worst, grid_mean / off_mean)  # x/0 = inf: a pure mosaic
-    flat = torch.isnan(worst)  # 0/0 at every period
-    return worst.masked_fill(flat, math.nan)
+        worst = torch.maximum(worst, grid_mean / off_mean)  # x/0 = inf: a pure mosaic; 0/0 = NaN: flat
+    return worst
 
 
 # Outer eye corners of the 68-point scheme: 300-W's inter-ocular normalisation.
