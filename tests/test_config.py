@@ -41,6 +41,7 @@ DEMO_MODEL = {
     "model.attention_up_resolution": 32,
     "model.generator_up_widths": "mirror",
     "model.generator_upsampling": "bilinear",
+    "model.generator_skips": True,
 }
 CPU = {"model.generator_up_widths": "mirror", "loss.allow_offline": True}
 PRESET_VALUES: dict[str, dict[str, object]] = {
@@ -73,6 +74,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         "loss.identity_network": "none",
         "loss.match_weight": 1.0,
         "loss.pixel_weight": 10.0,
+        "loss.laplacian_weight": 90.0,
         "train.shots": 4,
         "train.lr_generator": 2e-4,
         "train.amp": "auto",
@@ -93,6 +95,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         "loss.identity_network": "none",
         "loss.match_weight": 1.0,
         "loss.pixel_weight": 10.0,
+        "loss.laplacian_weight": 90.0,
         "train.steps": 20_000,
         "train.lr_generator": 2e-4,
         "train.amp": "auto",

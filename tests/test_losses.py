@@ -17,6 +17,7 @@ from metahead.losses import (
     IdentityFeatureLoss,
     adversarial_loss,
     discriminator_loss,
+    laplacian_l1,
     matching_loss,
     multiscale_l1,
 )
@@ -113,6 +114,35 @@ def test_multiscale_l1() -> None:
     real2 = torch.zeros(1, 3, 8, 8)
     real2[..., ::2, ::2], real2[..., 1::2, 1::2] = 1.0, -1.0  # cancels on pooling
     assert multiscale_l1(fake, real2, 2).item() == pytest.approx((0.5 + 0.0) / 2)
+
+
+def test_laplacian_l1_scores_lost_detail_and_ignores_a_shift_in_brightness() -> None:
+    """The band-pass levels: a constant offset leaves them unchanged (0, where pixel L1 is large), a blur
+    loses them (> 0, and more than the pixel L1 counts it), and one level of a 2-px checkerboard is the
+    checkerboard itself."""
+    torch.manual_seed(0)
+    sharp = torch.rand(2, 3, 32, 32) * 2 - 1
+    brighter = sharp + 0.3
+    assert laplacian_l1(brighter, sharp, 3).item() == pytest.approx(0.0, abs=1e-6)
+    assert multiscale_l1(brighter, sharp, 3).item() == pytest.approx(0.3, abs=1e-5)
+    blurred = torch.nn.functional.avg_pool2d(sharp, 3, stride=1, padding=1, count_include_pad=False)
+    assert laplacian_l1(blurred, sharp, 3) > 0.5 * multiscale_l1(blurred, sharp, 3) > 0
+    checker = torch.zeros(1, 1, 8, 8)
+    checker[..., ::2, ::2], checker[..., 1::2, 1::2] = 1.0, 1.0
+    checker = checker * 2 - 1  # ±1, mean 0: pooling gives 0, so the band is the checkerboard
+    assert laplacian_l1(checker, torch.zeros_like(checker), 1).item() == pytest.approx(1.0)
+
+
+def test_offline_content_loss_adds_the_laplacian_term_only_when_weighted() -> None:
+    real = torch.rand(2, 3, 32, 32) * 2 - 1
+    fake = torch.nn.functional.avg_pool2d(real, 3, stride=1, padding=1, count_include_pad=False)
+    plain = ContentLoss(LossConfig(allow_offline=True, identity_network="none"))
+    detail = ContentLoss(LossConfig(allow_offline=True, identity_network="none", laplacian_weight=5.0))
+    total_plain, terms_plain = plain(fake, real)
+    total_detail, terms_detail = detail(fake, real)
+    assert "laplacian" not in terms_plain and "laplacian" not in plain.record["terms"]
+    assert "Laplacian" in detail.description and detail.record["terms"]["laplacian"]["weight"] == 5.0
+    assert total_detail.item() == pytest.approx(total_plain.item() + 5.0 * terms_detail["laplacian"].item())
 
 
 def test_offline_content_loss_terms_and_description(caplog) -> None:

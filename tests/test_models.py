@@ -89,6 +89,32 @@ def test_generator_bilinear_upsampling_leaves_no_mosaic_and_skips_the_nearest_ke
         Generator(dataclasses.replace(cfg, generator_upsampling="bicubic"))
 
 
+def test_generator_skips_feed_the_encoder_and_the_landmark_image_to_the_decoder() -> None:
+    """model.generator_skips: one skip per up block (1x1 from the encoder's activation at that resolution, 3x3
+    from the landmark image at full resolution); off, G is the paper's (no skip modules); on, both skips are
+    on the output's graph and the render path's folded copy (spectral norm folded) has them."""
+    from metahead.avatar.render import fold_spectral_norm
+    from metahead.config import ExperimentConfig
+
+    cfg = dataclasses.replace(tiny(), generator_skips=True)  # 32², bottleneck 8: up blocks to 16² and 32²
+    torch.manual_seed(0)
+    generator = Generator(cfg).eval()
+    assert len(Generator(tiny()).skips) == 0
+    assert [(k, m.in_channels, m.out_channels, m.kernel_size) for k, m in generator.skips.items()] == [
+        ("0", generator.down.widths[0], generator.up[0].conv2.out_channels, (1, 1)),
+        ("1", 3, generator.up[1].conv2.out_channels, (3, 3)),
+    ]
+    y, e = random_images(2, 32, 1), torch.randn(2, cfg.embedding_dim)
+    with torch.no_grad():
+        out = generator(y, e)
+        folded = fold_spectral_norm(generator, ExperimentConfig(model=cfg))
+        assert torch.allclose(folded(y, adain_params=generator.project(e)), out, atol=1e-5)
+    generator.train()
+    generator(y, e).square().mean().backward()
+    for skip in generator.skips.values():
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in skip.parameters())
+
+
 def test_adain_slices_are_disjoint_cover_psi_and_match_projection() -> None:
     generator = Generator(tiny())
     layers = generator.adain_layers()

@@ -75,6 +75,7 @@ def _add_train(sub) -> None:
         help="build everything, train three steps in a scratch folder, and report parameters, memory, step "
         "time, images/s, W's size and the projected time per epoch on --data (nothing is kept)",
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (RUN/log.jsonl is written)")
     _add_overrides(p, "override a config value, e.g. --set train.steps=5000 (repeatable)")
     p.set_defaults(func=_run_train)
 
@@ -113,7 +114,7 @@ def _run_train(args) -> int:
             print(format_report(report))
         return 0
     try:
-        train(cfg, resume=args.resume)
+        train(cfg, resume=args.resume, progress=not args.no_progress)
     except TrainingDiverged as err:
         print(f"metahead train: {err}", file=sys.stderr)
         return 3

@@ -38,6 +38,12 @@ class ModelConfig:
     # How G's up blocks double the resolution (main and skip path): "nearest" (the lab code's) or "bilinear".
     # Nearest leaves a mosaic on the 8-px grid of a 64² G until it is trained long (metric `blockiness`).
     generator_upsampling: str = "nearest"
+    # Skips from G's encoder into its decoder (the paper's G has none): each up block's output gets a 1x1
+    # conv of the down path's activation at its resolution added, and the full-resolution one a 3x3 conv of
+    # the landmark image itself, so that where the landmarks put an eye or the lips reaches the decoder
+    # without passing the bottleneck. Small CPU models learn the face's fine parts far sooner with them
+    # (docs/training.md, "Encoder skips and the Laplacian loss").
+    generator_skips: bool = False
     discriminator_final_resolution: int = 4  # paper: one extra residual block at 4x4
     embedder_final_resolution: int = 4  # E's down path ends where D's does (paper: same blocks as D's V)
     spectral_norm: bool = True  # paper: on every conv and linear layer, P included
@@ -68,6 +74,10 @@ class LossConfig:
     identity_weight: float = 5e-2
     pixel_weight: float = 1.0  # multi-scale L1 on pixels
     pixel_scales: int = 3  # offline default: L1 at full, 1/2, 1/4 resolution
+    # L1 between the band-pass levels of the two images' Laplacian pyramids (pixel_scales levels, offline
+    # loss only; 0: off). Plain pixel L1 is dominated by the low frequencies, which a conv net fits first;
+    # this term weighs the fine detail (eyes, lips, edges) on its own (Bojanowski et al. 2018's Lap1 loss).
+    laplacian_weight: float = 0.0
     identity_network: str = "dlib"  # offline default's identity features: "dlib" or "none"
     # L_ADV = -D(x̂) + feature matching.
     adversarial_weight: float = 1.0
@@ -260,7 +270,13 @@ def _demo() -> ExperimentConfig:
         # 1.12 vs 1.19; real-64 on real-dev (18 sources): FT blockiness 1.07 vs 1.21 at level SSIM and CSIM
         # (docs/training.md, "G's upsampling").
         generator_upsampling="bilinear",
+        # Skips from G's encoder and the Laplacian term below: without them the FT faces had no eyes or lips.
+        # 5 minutes each, the demo's 3 test videos at T = 8, as it was / + both: FT SSIM 0.832 / 0.873, CSIM
+        # 0.898 / 0.917, sharpness 0.47 / 0.56, FF SSIM 0.462 / 0.496, D gap 0.14 / 0.41 (docs/training.md,
+        # "Encoder skips and the Laplacian loss").
+        generator_skips=True,
     )
+    cfg.loss.laplacian_weight = 90.0  # x200: level (FT 0.877, FF 0.508) with more grid-aligned edges
     cfg.loss.identity_network = "none"  # the dlib identity term costs ~40% of a step at this size
     # L_MCH: after 5 minutes of meta-training (~1,300 steps, W initialised from E), the FF avatars' held-out
     # L1 on the test split was 0.33 at weight 1 and 0.40 at the paper's 80: in a short run a heavy L_MCH

@@ -45,6 +45,20 @@ def multiscale_l1(fake: torch.Tensor, real: torch.Tensor, scales: int) -> torch.
     return total / scales
 
 
+def laplacian_l1(fake: torch.Tensor, real: torch.Tensor, levels: int) -> torch.Tensor:
+    """Mean over `levels` band-pass levels of a Laplacian pyramid (each level: the image minus its 2x
+    average-pooled copy upsampled bilinearly; then the next level from the pooled copy) of the L1 between
+    the two images' levels. A blur that keeps the means scores as much as the detail it lost."""
+    total = fake.new_zeros(())
+    for _ in range(levels):
+        fake_low, real_low = F.avg_pool2d(fake, 2), F.avg_pool2d(real, 2)
+        fake_band = fake - F.interpolate(fake_low, scale_factor=2, mode="bilinear", align_corners=False)
+        real_band = real - F.interpolate(real_low, scale_factor=2, mode="bilinear", align_corners=False)
+        total = total + F.l1_loss(fake_band, real_band)
+        fake, real = fake_low, real_low
+    return total / levels
+
+
 def resolve_weights_path(configured: str | None, env_var: str, what: str) -> str | None:
     """The config's path, else the environment variable's, else None. A named file that does not exist
     raises FileNotFoundError naming it and where the name came from."""
@@ -130,7 +144,8 @@ class ContentLoss(nn.Module):
     """L_CNT = w19 · Σ_l L1(VGG19_l(x), VGG19_l(x̂)) + wface · Σ_l L1(VGGFace_l(x), VGGFace_l(x̂)).
 
     Each VGG network is used when its weights file is configured (LossConfig path or environment variable).
-    With neither configured, the offline default: pixel_weight · multi-scale pixel L1, plus
+    With neither configured, the offline default: pixel_weight · multi-scale pixel L1 (plus
+    laplacian_weight · Laplacian-pyramid L1 where set), plus
     identity_weight · identity-feature L1 on aligned face chips when landmarks are given (and
     identity_network != "none"). `identity_loss` overrides the identity term's network (tests, other nets).
     """
@@ -166,6 +181,9 @@ class ContentLoss(nn.Module):
             )
         if self.offline:
             terms.append(f"pixel L1 over {loss_cfg.pixel_scales} scales x {loss_cfg.pixel_weight:g}")
+            if loss_cfg.laplacian_weight > 0:
+                levels, weight = loss_cfg.pixel_scales, loss_cfg.laplacian_weight
+                terms.append(f"Laplacian-pyramid L1 over {levels} levels x {weight:g}")
             if self.identity is not None:
                 terms.append(f"identity features x {loss_cfg.identity_weight:g} (when landmarks are given)")
         self.description = "content loss: " + " + ".join(terms)
@@ -192,6 +210,8 @@ class ContentLoss(nn.Module):
         paths: dict[str, str] = {}
         if self.offline:
             terms["pixel"] = {"weight": cfg.pixel_weight, "scales": cfg.pixel_scales}
+            if cfg.laplacian_weight > 0:
+                terms["laplacian"] = {"weight": cfg.laplacian_weight, "levels": cfg.pixel_scales}
             if self.identity is not None:
                 name = "custom" if custom_identity else cfg.identity_network
                 terms["identity"] = {"weight": cfg.identity_weight, "network": name}
@@ -232,6 +252,9 @@ class ContentLoss(nn.Module):
         if self.offline:
             terms["pixel"] = multiscale_l1(fake, real.detach(), self.cfg.pixel_scales)
             total = total + self.cfg.pixel_weight * terms["pixel"]
+            if self.cfg.laplacian_weight > 0:
+                terms["laplacian"] = laplacian_l1(fake, real.detach(), self.cfg.pixel_scales)
+                total = total + self.cfg.laplacian_weight * terms["laplacian"]
             if self.identity is not None and real_landmarks is not None:
                 fake_landmarks = real_landmarks if fake_landmarks is None else fake_landmarks
                 terms["identity"] = self.identity(fake, real, fake_landmarks, real_landmarks)

@@ -68,7 +68,7 @@ def _run_stages(out: Path, settings: DemoSettings, log: Callable[[str], None], t
         settings.stage_settings("train"),
         ["corpus"],
         lambda d: [model_path],
-        lambda previous: meta_train(run_dir, corpus, cfg, stages.digests["corpus"], log),
+        lambda previous: meta_train(run_dir, corpus, cfg, stages.digests["corpus"], log, settings.progress),
     )
 
     # --- 3 avatar -------------------------------------------------------------------------------------------

@@ -80,7 +80,14 @@ def make_corpus(corpus: Path, drivers: Path, settings: DemoSettings, size: int, 
 # --- 2 train ------------------------------------------------------------------------------------------------
 
 
-def meta_train(run_dir: Path, corpus: Path, cfg: Any, corpus_digest: str, log: Callable[[str], None]) -> dict:
+def meta_train(
+    run_dir: Path,
+    corpus: Path,
+    cfg: Any,
+    corpus_digest: str,
+    log: Callable[[str], None],
+    progress: bool = True,
+) -> dict:
     """Meta-train into run_dir; continue a run started with the same model and data (an interrupted or
     time-extended one), start afresh otherwise."""
     from metahead.training import checkpoint
@@ -93,7 +100,7 @@ def meta_train(run_dir: Path, corpus: Path, cfg: Any, corpus_digest: str, log: C
     resumed = claim_folder(run_dir, {"config": what, "corpus": corpus_digest})
     if resumed and checkpoint.latest_state(run_dir) is not None:
         log(f"continuing the training in {run_dir} from {checkpoint.latest_state(run_dir).name}")
-    train(cfg, resume=True)
+    train(cfg, resume=True, progress=progress)
     states = checkpoint.list_states(run_dir)
     return {"steps": states[-1][0] if states else 0, "run": str(run_dir)}
 

@@ -442,6 +442,7 @@ class DownPath(nn.Module):
         )
         kw = dict(spectral_norm=cfg.spectral_norm, weight_init=cfg.weight_init)
         self.resolutions = resolutions
+        self.widths: list[int] = []  # the channels of each stage's output
         self.blocks = nn.ModuleList()
         self.attention = nn.ModuleDict()
         channels = in_channels
@@ -454,6 +455,7 @@ class DownPath(nn.Module):
             )
             if res == cfg.attention_down_resolution:
                 self.attention[str(i)] = SelfAttention(out, **kw)
+            self.widths.append(out)
             channels = out
         self.out_channels = channels
 

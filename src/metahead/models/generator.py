@@ -36,7 +36,8 @@ def up_channels_at(cfg: ModelConfig, resolution: int) -> int:
 class Generator(nn.Module):
     """G: residual down blocks with instance norm (on the landmark image) and self-attention, residual
     bottleneck blocks with AdaIN, residual up blocks with AdaIN and self-attention at
-    attention_up_resolution, then AdaIN, ReLU, conv, tanh.
+    attention_up_resolution, then AdaIN, ReLU, conv, tanh. With model.generator_skips (not the paper's), the
+    encoder's activations are added to the decoder's at each resolution.
 
     Every AdaIN layer owns a disjoint slice of ψ̂ (`adain_layout()`); ψ̂ = P ê with P a spectrally
     normalised linear map (`projection`). forward runs either from ê or from a given ψ (fine-tuning's free
@@ -62,6 +63,10 @@ class Generator(nn.Module):
         )
         self.up = nn.ModuleList()
         self.up_attention = nn.ModuleDict()
+        # model.generator_skips: from the encoder's activation at the same resolution (1x1 conv), or at full
+        # resolution from the landmark image (3x3 conv: its lines are one or two pixels wide).
+        self.skips = nn.ModuleDict()
+        encoder_widths = dict(zip(self.down.resolutions, self.down.widths))
         for i, res in enumerate(up_resolutions):
             out = up_channels_at(cfg, res)
             self.up.append(
@@ -69,6 +74,10 @@ class Generator(nn.Module):
                     channels, out, resample="up", norm="adain", upsampling=cfg.generator_upsampling, **kw
                 )
             )
+            if cfg.generator_skips and res in encoder_widths:
+                self.skips[str(i)] = conv2d(encoder_widths[res], out, 1, **kw)
+            elif cfg.generator_skips and res == cfg.image_size:
+                self.skips[str(i)] = conv2d(3, out, 3, **kw)
             if res == cfg.attention_up_resolution:
                 self.up_attention[str(i)] = SelfAttention(out, **kw)
             channels = out
@@ -126,11 +135,16 @@ class Generator(nn.Module):
                 f"adain_params batch {adain_params.shape[0]} does not match landmark batch {batch}"
             )
         adain_params = adain_params.expand(batch, -1)
-        x = self.down(landmark_images)[-1]
+        encoder = self.down(landmark_images)
+        x = encoder[-1]
         for block in self.bottleneck:
             x = block(x, adain_params)
+        # The encoder's activation at each resolution, and the landmark image at full resolution.
+        skip_sources = {f.shape[-1]: f for f in [landmark_images, *encoder]} if self.skips else {}
         for i, block in enumerate(self.up):
             x = block(x, adain_params)
+            if str(i) in self.skips:
+                x = x + self.skips[str(i)](skip_sources[x.shape[-1]])
             if str(i) in self.up_attention:
                 x = self.up_attention[str(i)](x)
         x = F.relu(self.out_norm(x, adain_params))

@@ -70,22 +70,23 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or inf; the run stopped without writing a checkpoint of that state."""
 
 
-def train(cfg: ExperimentConfig, resume: bool = False) -> Path:
+def train(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> Path:
     """Meta-learn E, G, P and D as `cfg` says; return the run folder (cfg.train.out).
 
     resume=True continues from the newest training state in RUN/checkpoints (exactly: same episodes,
     same random numbers), or starts afresh when there is none. Without it, a run folder that already
-    holds checkpoints is refused rather than overwritten.
+    holds checkpoints is refused rather than overwritten. progress=False: no progress bars (the log and
+    TensorBoard are written all the same).
     """
     _check_config(cfg)
     ctx = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, resume, ctx)
+        return _train(cfg, resume, ctx, progress)
     finally:
         distributed.cleanup(ctx)
 
 
-def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedContext) -> Path:
+def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedContext, progress: bool) -> Path:
     tc = cfg.train
     run_dir = Path(tc.out)
     device = ctx.device
@@ -153,7 +154,7 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
     if state is None and tc.finetunable:  # where W starts: train.video_embedding_init
         initialise_video_embeddings(
             video_embeddings, tc.video_embedding_init, embedder, dataset, ctx, seed=tc.seed,
-            num_workers=tc.num_workers, progress=ctx.is_main,
+            num_workers=tc.num_workers, progress=ctx.is_main and progress,
         )  # fmt: skip
     broadcast_video_embeddings(video_embeddings, ctx)  # fresh or resumed: rank 0's W on every rank
     average = WeightAverage({"embedder": embedder, "generator": generator}, tc.ema_decay)  # for rendering
@@ -179,7 +180,7 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
     )
     amp = perf.resolve_amp(tc.amp, device)  # "auto": bf16 only where the hardware computes it natively
     autocast = perf.autocast_context(amp, device)
-    logger = RunLogger(run_dir, enabled=ctx.is_main, total_steps=tc.steps, start_step=step)
+    logger = RunLogger(run_dir, enabled=ctx.is_main, total_steps=tc.steps, start_step=step, progress=progress)
     logger.message(
         f"metahead train: {'FT' if tc.finetunable else 'FF'} model, {num_videos} training videos, "
         f"{ctx.world_size} process(es) on {device.type}, amp {amp}, steps {step} -> {tc.steps}; "
