@@ -1,7 +1,7 @@
 """Live puppeteering end to end: frames/s and latency (camera frame in → avatar frame out); prints JSON.
 
 For each preset and thread count, a webcam-like clip (a synthetic person talking, a ~240 px face in a
-640×480 frame, 25 fps, looped) is replayed in real time through metahead.live for --seconds: face
+640×480 frame, 25 fps or --fps, looped) is replayed in real time through metahead.live for --seconds: face
 tracking, retargeting, rendering, and the JPEG the `metahead live` page sends. A frame the loop cannot
 keep up with is dropped, never queued. Latency: the moment the frame is delivered → the avatar frame's
 JPEG is ready. The JSON has the latency median per 10 s window (it must not grow: frames are dropped,
@@ -15,6 +15,7 @@ speed does not depend on training.
     python benchmarks/bench_live.py --presets demo --threads 2 --seconds 60
     python benchmarks/bench_live.py --clip ../shared/data/real-dev/video/liveportrait_d11.mp4   # a real face
     python benchmarks/bench_live.py --pipeline      # tracking in its own thread (metahead live --pipeline)
+    python benchmarks/bench_live.py --fps 30        # a 30 fps camera: does the loop keep up with 30?
 
 HOG finds the synthetic faces only from about 190 px, so with the synthetic clip the tracker's checks in a
 small window near the face often fall back on full-frame detections; a real face is found from ~80 px.
@@ -112,20 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--pipeline", action="store_true", help="track and render in two threads")
+    parser.add_argument("--fps", type=float, default=25.0, help="the synthetic camera's frame rate")
     parser.add_argument(
         "--clip", type=Path, help="drive with this video (a real face), not the synthetic one"
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         clip = args.clip or synthetic_camera_clip(
-            Path(folder) / "camera.mp4", seconds=8.0, width=640, height=480, face=240
+            Path(folder) / "camera.mp4", seconds=8.0, fps=args.fps, width=640, height=480, face=240
         )
         results = [
             run(name, threads, clip, args.seconds, args.pipeline)
             for name in args.presets
             for threads in args.threads
         ]
-    summary = {"live": results, "clip": str(args.clip or "synthetic 640x480"), "cpu_count": os.cpu_count()}
+    clip_name = str(args.clip or f"synthetic 640x480 at {args.fps:g} fps")
+    summary = {"live": results, "clip": clip_name, "cpu_count": os.cpu_count()}
     json.dump(summary, sys.stdout, indent=1)
     print()
     return 0

@@ -140,6 +140,26 @@ def test_cosine_schedule_settles_and_a_time_budget_stops_early(networks) -> None
         finetune(embedder, generator, discriminator, frames, tiny("finetune.schedule=linear"), progress=False)
 
 
+def test_a_time_budget_paces_the_cosine_schedule(networks, monkeypatch) -> None:
+    """With finetune.minutes the cosine follows the clock when the clock runs out before the steps: the
+    rates fall faster than the steps alone would have them, and the last one taken is near 0."""
+    import metahead.training.finetune as finetune_module
+
+    embedder, generator, discriminator = networks
+    clock = iter(range(0, 10_000, 3))  # every reading of the clock: 3 s later
+    monkeypatch.setattr(finetune_module.time, "monotonic", lambda: float(next(clock)))
+    paced = finetune(embedder, generator, discriminator, few_shot_frames(2),
+                     tiny("finetune.steps=200", "finetune.schedule=cosine", "finetune.minutes=1"),
+                     progress=False)  # fmt: skip
+    rates = [r["lr_generator"] for r in paced.history]
+    base = tiny().finetune.lr_generator
+    assert 3 <= len(rates) < 30  # the minute ran out long before step 200
+    assert rates[0] > 0.95 * base and all(a > b for a, b in zip(rates, rates[1:]))
+    by_steps = [base * 0.5 * (1 + np.cos(np.pi * k / 200)) for k in range(len(rates))]
+    assert all(r < s for r, s in zip(rates[1:], by_steps[1:]))
+    assert rates[-1] < 0.25 * base
+
+
 # --- slow: the comparison the issue asks for ------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """Typed configuration: one dataclass per job, named presets, and `section.field=value` overrides.
 
-Every default that comes from the paper or the authors' code says so in a comment; see
-../docs/configuration.md (and paper-notes) for the sources.
+Every default that comes from the paper or the authors' code says so in a comment; docs/training.md
+("Configuration") lists the training settings, and ../shared/paper-notes.md the paper's sources.
 """
 
 from __future__ import annotations
@@ -137,7 +137,9 @@ class FinetuneConfig:
     # Adam's betas here. Meta-learning keeps the lab's β1 = 0 for the adversarial game; fine-tuning is mostly
     # fitting T frames, where momentum (β1 = 0.9) converges faster (measured on the demo: docs/avatars.md).
     adam_betas: tuple[float, float] = (0.0, 0.999)
-    minutes: float = 0.0  # a time budget: stop after this much wall time even if steps remain; 0: none
+    # A time budget: stop after this much wall time even if steps remain (0: none). With "cosine" the rates
+    # fall along whichever runs out first, so an avatar cut short still ends at a settled rate.
+    minutes: float = 0.0
     seed: int = 0
 
 
@@ -302,7 +304,11 @@ def _demo() -> ExperimentConfig:
     # With bilinear G (5-minute model, its 3 test videos): 160 / 200 / 240 / 280 steps gave FT SSIM 0.798 /
     # 0.817 / 0.829 / 0.836, at 0.25-0.37 s a step on two cores (1 or 2 threads alike). 220: FT SSIM 0.821
     # in `make demo`, 71-82 s on this machine (a minute would be ~180 steps, ~0.80; docs/results.md).
-    cfg.finetune.steps = 220
+    # With G's encoder skips the step is cheaper to converge on: the 2026-12-03 `make demo` model, its 3
+    # test videos, 220 / 400 / 600 steps: FT SSIM 0.874 / 0.890 / 0.897, CSIM 0.927 / 0.945 / 0.946,
+    # sharpness 0.57 / 0.79 / 0.89; 400 steps took ~54 s on two cores that made 220 in 30 s. A machine
+    # slower than that can cap it with finetune.minutes (the cosine then follows the clock).
+    cfg.finetune.steps = 400
     cfg.finetune.batch_size = 2
     cfg.finetune.lr_generator = 1e-3
     cfg.finetune.schedule = "cosine"

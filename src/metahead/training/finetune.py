@@ -129,6 +129,11 @@ def reconstruction_l1(
     return total / len(frames)
 
 
+def _half_cosine(progress: float) -> float:
+    """The cosine schedule's factor on the rates: 1 at progress 0, falling to 0 at progress 1."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
 def _batches(count: int, batch_size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
     """`steps` index batches over `count` frames: each frame once per pass, every pass in a fresh order."""
     batch_size = min(batch_size, count)
@@ -199,11 +204,7 @@ def finetune(
     optimizer_discriminator = torch.optim.Adam(
         [*discriminator_params, person_vector], lr=fc.lr_discriminator, betas=betas
     )
-    schedulers = [
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(fc.steps, 1))
-        for optimizer in (optimizer_generator, optimizer_discriminator)
-        if fc.schedule == "cosine"
-    ]
+    base_rates = ((optimizer_generator, fc.lr_generator), (optimizer_discriminator, fc.lr_discriminator))
     deadline = time.monotonic() + 60 * fc.minutes if fc.minutes > 0 else None
     rng = torch.Generator().manual_seed(fc.seed)
     autocast = perf.autocast_context(amp, device)  # raises ValueError for an unknown mode
@@ -215,6 +216,15 @@ def finetune(
         bar = tqdm(total=fc.steps, unit="step", desc="fine-tuning", dynamic_ncols=True)
     try:
         for step, index in enumerate(_batches(len(frames), fc.batch_size, fc.steps, rng), start=1):
+            if fc.schedule == "cosine":
+                # Along whichever runs out first, the steps or the time budget: a fine-tuning cut short by
+                # finetune.minutes still ends at a rate near 0 instead of stopping at full rate.
+                progress = (step - 1) / fc.steps
+                if deadline is not None:
+                    progress = max(progress, 1.0 - (deadline - time.monotonic()) / (60 * fc.minutes))
+                for optimizer, base_rate in base_rates:
+                    for group in optimizer.param_groups:
+                        group["lr"] = base_rate * _half_cosine(progress)
             index = index.to(device)
             real, landmark_image = frames.images[index], frames.landmark_images[index]
             landmarks = frames.landmarks[index]
@@ -286,8 +296,6 @@ def finetune(
                 if held_out is not None:
                     record["held_out_l1"] = reconstruction_l1(generator, adain_params.detach(), held_out)
             history.append(record)
-            for scheduler in schedulers:
-                scheduler.step()
             if bar is not None:
                 bar.set_postfix(
                     content=f"{record['content']:.3g}", dsc=f"{record['discriminator']:.3g}", refresh=False
