@@ -8,7 +8,8 @@ Run with `pytest -m browser tests/test_app_browser.py` (`make test-browser`); sk
 chromedriver or selenium are missing. METAHEAD_APP_SCREENSHOTS=DIR keeps the screenshots there, and
 METAHEAD_APP_MODEL=MODEL serves that model instead of the tiny random one ("default": no --model, so the
 app looks for `make demo`'s model; docs/app.md, the screenshot). METAHEAD_LIVE_SECONDS=S streams the fake
-camera for at least S seconds in the Live test (docs/app.md's browser figures: 60).
+camera for at least S seconds in the Live test (docs/app.md's browser figures: 60), and METAHEAD_LIVE_FPS=F
+makes the fake camera deliver F frames/s (25 unless set).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 LIVE_SECONDS = float(os.environ.get("METAHEAD_LIVE_SECONDS", "0"))
+LIVE_FPS = float(os.environ.get("METAHEAD_LIVE_FPS", "25"))
 SERVER_START_SECONDS = 120
 WAIT_SECONDS = 180
 
@@ -110,8 +112,9 @@ def app(tmp_path_factory) -> Iterator[dict]:
 
 @pytest.fixture(scope="module")
 def camera_clip(tmp_path_factory) -> Path:
-    """What Chromium's fake camera plays (looped): a synthetic person talking, 320×240, 4 s at 25 fps."""
-    return synthetic_camera_clip(tmp_path_factory.mktemp("camera") / "camera.y4m", seconds=4.0, fps=25.0)
+    """What Chromium's fake camera plays (looped): a synthetic person talking, 320×240, 4 s at 25 fps (or
+    METAHEAD_LIVE_FPS)."""
+    return synthetic_camera_clip(tmp_path_factory.mktemp("camera") / "camera.y4m", seconds=4.0, fps=LIVE_FPS)
 
 
 @pytest.fixture(scope="module")

@@ -704,24 +704,37 @@ def _add_app(sub) -> None:
     p.add_argument("--max-photos", type=int, default=32, help="photos accepted per avatar (32)")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="size limit of one uploaded file (50)")
     p.add_argument("--max-video-seconds", type=float, default=20.0, help="length limit of videos (20)")
-    p.add_argument("--max-steps", type=int, default=300, help="most fine-tuning steps the page allows (300)")
+    p.add_argument("--max-steps", type=int, default=600, help="most fine-tuning steps the page allows (600)")
     p.add_argument("--concurrency", type=int, default=2, help="long requests served at once (2)")
+    p.add_argument(
+        "--live-fps", type=float, default=30.0, help="most camera frames a second the Live tab sends (30)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: the cores idle now)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.set_defaults(func=_run_app)
 
 
-def _run_app(args) -> int:
+def _app_config(args):
+    """`metahead app`'s flags as an AppConfig."""
     from pathlib import Path
 
-    from metahead.app import AppConfig, launch
+    from metahead.app import AppConfig
 
-    cfg = AppConfig(
+    if args.live_fps <= 0:
+        raise ValueError(f"--live-fps must be positive, got {args.live_fps}")
+    return AppConfig(
         model=Path(args.model) if args.model else None, host=args.host, port=args.port,
         work_dir=Path(args.work_dir) if args.work_dir else None, device=args.device, threads=args.threads,
         concurrency=args.concurrency, max_photos=args.max_photos, max_upload_mb=args.max_upload_mb,
         max_video_seconds=args.max_video_seconds, max_finetune_steps=args.max_steps,
+        live_stream_every=1.0 / args.live_fps,
     )  # fmt: skip
+
+
+def _run_app(args) -> int:
+    from metahead.app import launch
+
+    cfg = _app_config(args)
     try:
         import gradio  # noqa: F401
     except ImportError as err:

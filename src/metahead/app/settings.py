@@ -24,15 +24,16 @@ class AppConfig:
     max_image_pixels: int = 40_000_000
     max_video_seconds: float = 20.0  # a person's video or a driving video
     max_shots: int = 32  # T taken from a video
-    max_finetune_steps: int = 300
+    max_finetune_steps: int = 600  # the demo and real-64 presets fine-tune 400 (~1 min on two cores)
     max_driver_frames: int = 500  # rendered frames of one animation
     refuse_several_faces: bool = True  # a photo or video frame with several faces is refused (else: largest)
     # output
     driver_frames: int = 75  # length of the synthetic drivers (3 s at 25 fps)
     video_size: int = 256  # result videos are enlarged to about this height
     csim_frames: int = 16  # result frames compared with the photos for CSIM
-    # the Live tab: the browser sends a camera frame this often at most (none while one is processed)
-    live_stream_every: float = 0.04
+    # the Live tab: the browser sends a camera frame this often at most (none while one is processed); 30 a
+    # second: a 64² avatar keeps up with that on two cores (docs/app.md)
+    live_stream_every: float = 1 / 30
 
     def __post_init__(self) -> None:
         for name in ("max_photos", "max_shots", "max_driver_frames", "driver_frames", "video_size"):
