@@ -82,6 +82,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         "train.log_every": 5,
         "train.sample_every": 100,
         "train.checkpoint_every": 100,
+        "train.discriminator_steps": 2,
         "train.time_limit_minutes": 5.0,
         "finetune.steps": 400,
         "finetune.batch_size": 2,
