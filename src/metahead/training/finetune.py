@@ -205,7 +205,8 @@ def finetune(
         [*discriminator_params, person_vector], lr=fc.lr_discriminator, betas=betas
     )
     base_rates = ((optimizer_generator, fc.lr_generator), (optimizer_discriminator, fc.lr_discriminator))
-    deadline = time.monotonic() + 60 * fc.minutes if fc.minutes > 0 else None
+    budget_seconds = 60 * fc.minutes
+    deadline = time.monotonic() + budget_seconds if budget_seconds > 0 else None
     rng = torch.Generator().manual_seed(fc.seed)
     autocast = perf.autocast_context(amp, device)  # raises ValueError for an unknown mode
     history: list[dict[str, float]] = []
@@ -221,7 +222,7 @@ def finetune(
                 # finetune.minutes still ends at a rate near 0 instead of stopping at full rate.
                 progress = (step - 1) / fc.steps
                 if deadline is not None:
-                    progress = max(progress, 1.0 - (deadline - time.monotonic()) / (60 * fc.minutes))
+                    progress = max(progress, 1.0 - (deadline - time.monotonic()) / budget_seconds)
                 for optimizer, base_rate in base_rates:
                     for group in optimizer.param_groups:
                         group["lr"] = base_rate * _half_cosine(progress)
