@@ -77,7 +77,13 @@ def _unfinished(work: Path) -> list[Path]:
 
 
 def test_config_refuses_impossible_limits() -> None:
-    for bad in ({"max_photos": 0}, {"max_video_seconds": 0}, {"concurrency": 0}, {"port": 70000}):
+    for bad in (
+        {"max_photos": 0},
+        {"max_video_seconds": 0},
+        {"concurrency": 0},
+        {"port": 70000},
+        {"live_stream_every": 0},
+    ):
         with pytest.raises(ValueError, match="AppConfig"):
             AppConfig(**bad)
 

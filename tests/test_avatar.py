@@ -141,6 +141,12 @@ def test_finetuned_avatar_changes_g_but_not_the_model(networks, tmp_path) -> Non
     avatar = Avatar.create(networks, frames=frames, landmarks=landmarks, steps=2, progress=False,
                            curve_path=curve)  # fmt: skip
     assert avatar.mode == "ft" and avatar.info["finetune"]["steps"] == 2
+    # finetune.min_passes raises the config's step count with T, never an explicit one
+    more_passes = ["finetune.min_passes=3"]  # 2 frames in batches of 2: 3 steps
+    raised = Avatar.create(networks, frames=frames, landmarks=landmarks, finetune_overrides=more_passes)
+    exact = Avatar.create(networks, frames=frames, landmarks=landmarks, finetune_overrides=more_passes,
+                          steps=2)  # fmt: skip
+    assert (raised.info["finetune"]["steps"], exact.info["finetune"]["steps"]) == (3, 2)
     assert avatar.info["finetune"]["seconds"] > 0  # recorded (the demo page shows it)
     assert curve.is_file() and curve.with_suffix(".png").is_file()
     assert not torch.equal(avatar.adain_params, ff.adain_params)  # ψ' moved away from P ê

@@ -140,6 +140,24 @@ def test_cosine_schedule_settles_and_a_time_budget_stops_early(networks) -> None
         finetune(embedder, generator, discriminator, frames, tiny("finetune.schedule=linear"), progress=False)
 
 
+def test_min_passes_raises_the_steps_with_the_number_of_shots(networks) -> None:
+    """finetune.min_passes: more shots, proportionally more steps (never fewer than finetune.steps), and the
+    cosine spans the steps actually taken."""
+    embedder, generator, discriminator = networks
+    cfg = tiny("finetune.steps=3", "finetune.batch_size=2", "finetune.min_passes=2",
+               "finetune.schedule=cosine")  # fmt: skip
+    assert [cfg.finetune.steps_for(t) for t in (1, 2, 3, 4, 8)] == [3, 3, 3, 4, 8]
+    few, many = (
+        finetune(embedder, generator, discriminator, few_shot_frames(t), cfg, progress=False) for t in (2, 8)
+    )
+    assert (len(few.history), len(many.history)) == (3, 8)
+    base = cfg.finetune.lr_generator
+    assert many.history[-1]["lr_generator"] < 0.05 * base < many.history[3]["lr_generator"]
+    with pytest.raises(ValueError, match="min_passes"):
+        finetune(embedder, generator, discriminator, few_shot_frames(2), tiny("finetune.min_passes=-1"),
+                 progress=False)  # fmt: skip
+
+
 def test_a_time_budget_paces_the_cosine_schedule(networks, monkeypatch) -> None:
     """With finetune.minutes the cosine follows the clock when the clock runs out before the steps: the
     rates fall faster than the steps alone would have them, and the last one taken is near 0."""

@@ -39,7 +39,7 @@ class AppConfig:
         for name in ("max_photos", "max_shots", "max_driver_frames", "driver_frames", "video_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"AppConfig.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_upload_mb", "max_video_seconds", "max_image_pixels"):
+        for name in ("max_upload_mb", "max_video_seconds", "max_image_pixels", "live_stream_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"AppConfig.{name} must be positive, got {getattr(self, name)}")
         if self.concurrency < 1 or self.max_finetune_steps < 0 or self.csim_frames < 0:

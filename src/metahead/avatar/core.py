@@ -237,9 +237,10 @@ class Avatar:
         shots: T, the frames used (default: all photos / frames given, or config.shots for a video;
         fewer than given picks T evenly spaced; more is an error). finetune: FT (True) or FF (False).
         config: fine-tuning settings (default: the model config's `finetune` section); `finetune_overrides`
-        ("finetune.FIELD=VALUE") change single settings of those, and `steps` the step count. curve_path:
-        write the fine-tuning losses there as JSON, and as a PNG plot next to it (the same name with .png),
-        with the T frames' reconstruction L1 every 10 steps.
+        ("finetune.FIELD=VALUE") change single settings of those, and `steps` the step count (exactly: the
+        config's finetune.min_passes does not raise it). curve_path: write the fine-tuning losses there as
+        JSON, and as a PNG plot next to it (the same name with .png), with the T frames' reconstruction L1
+        every 10 steps.
         """
         from metahead.data.episodes import FewShotDataset
         from metahead.training import checkpoint
@@ -257,8 +258,8 @@ class Avatar:
         if config is not None:
             cfg.finetune = copy.deepcopy(config)
         cfg = apply_section_overrides(cfg, finetune_overrides, ("finetune",), "finetune_overrides")
-        if steps is not None:
-            cfg.finetune.steps = int(steps)
+        if steps is not None:  # exactly this many, whatever T
+            cfg.finetune.steps, cfg.finetune.min_passes = int(steps), 0.0
         if shots is not None and (not isinstance(shots, int) or shots < 1):
             raise ValueError(f"shots (T) must be a positive integer, got {shots!r}")
         size = cfg.model.image_size

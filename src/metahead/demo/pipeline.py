@@ -83,7 +83,7 @@ def _run_stages(out: Path, settings: DemoSettings, log: Callable[[str], None], t
             model_path,
             corpus / "videos" / people["avatar_video"],
             settings,
-            finetune_steps(settings, cfg),
+            finetune_steps(settings, cfg, settings.shots),
             avatar_ft,
             avatar_ff,
         ),
@@ -110,7 +110,7 @@ def _run_stages(out: Path, settings: DemoSettings, log: Callable[[str], None], t
         ["train", "corpus"],
         lambda d: [evaluation / "report.json"],
         lambda previous: run_evaluation(
-            evaluation, model_path, corpus, settings, cfg, threads, eval_settings, stages.digests["train"]
+            evaluation, model_path, corpus, settings, threads, eval_settings, stages.digests["train"]
         ),
     )
 

@@ -97,7 +97,7 @@ def experiment_config(settings: DemoSettings) -> Any:
     return cfg
 
 
-def finetune_steps(settings: DemoSettings, cfg: Any) -> int:
-    """Fine-tuning steps of the demo's FT avatars (and the from-scratch baseline): the setting, else the
-    model config's."""
-    return cfg.finetune.steps if settings.finetune_steps is None else settings.finetune_steps
+def finetune_steps(settings: DemoSettings, cfg: Any, shots: int) -> int:
+    """Fine-tuning steps of the demo's FT avatar from T = `shots` frames: the setting, else the model
+    config's for that T."""
+    return cfg.finetune.steps_for(shots) if settings.finetune_steps is None else settings.finetune_steps

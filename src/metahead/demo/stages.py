@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from metahead.demo.records import claim_folder, plain_json
-from metahead.demo.settings import DemoSettings, finetune_steps
+from metahead.demo.settings import DemoSettings
 from metahead.fileio import atomic_path
 
 VIDEO_FPS = 25.0
@@ -225,7 +225,6 @@ def run_evaluation(
     model: Path,
     corpus: Path,
     settings: DemoSettings,
-    cfg: Any,
     threads: int,
     eval_settings: dict[str, Any],
     model_digest: str,
@@ -241,7 +240,7 @@ def run_evaluation(
         model=str(model), data=str(corpus), out=str(folder), shots=tuple(settings.eval_shots),
         eval_frames=settings.eval_frames, max_videos=settings.eval_videos, methods=tuple(METHODS),
         metrics=tuple(settings.eval_metrics) if settings.eval_metrics else None,
-        finetune_steps=finetune_steps(settings, cfg), cross_identity_pairs=settings.eval_cross_pairs,
+        finetune_steps=settings.finetune_steps, cross_identity_pairs=settings.eval_cross_pairs,
         seed=settings.seed, device="cpu", workers=workers,
     )  # fmt: skip
     bar = None

@@ -171,10 +171,12 @@ def finetune(
     ψ', ê_NEW, w' and the per-step loss history.
     """
     fc = cfg.finetune
-    if fc.steps < 0 or fc.batch_size < 1:
+    if fc.steps < 0 or fc.batch_size < 1 or fc.min_passes < 0:
         raise ValueError(
-            f"finetune.steps must be >= 0 and finetune.batch_size >= 1, got {fc.steps}, {fc.batch_size}"
+            "finetune.steps and finetune.min_passes must be >= 0 and finetune.batch_size >= 1, got "
+            f"{fc.steps}, {fc.min_passes} and {fc.batch_size}"
         )
+    total_steps = fc.steps_for(len(frames))
     if fc.schedule not in SCHEDULES:
         raise ValueError(f"finetune.schedule={fc.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if fc.minutes < 0:
@@ -211,16 +213,16 @@ def finetune(
     autocast = perf.autocast_context(amp, device)  # raises ValueError for an unknown mode
     history: list[dict[str, float]] = []
     bar = None
-    if progress and fc.steps > 0:
+    if progress and total_steps > 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=fc.steps, unit="step", desc="fine-tuning", dynamic_ncols=True)
+        bar = tqdm(total=total_steps, unit="step", desc="fine-tuning", dynamic_ncols=True)
     try:
-        for step, index in enumerate(_batches(len(frames), fc.batch_size, fc.steps, rng), start=1):
+        for step, index in enumerate(_batches(len(frames), fc.batch_size, total_steps, rng), start=1):
             if fc.schedule == "cosine":
                 # Along whichever runs out first, the steps or the time budget: a fine-tuning cut short by
                 # finetune.minutes still ends at a rate near 0 instead of stopping at full rate.
-                progress = (step - 1) / fc.steps
+                progress = (step - 1) / total_steps
                 if deadline is not None:
                     progress = max(progress, 1.0 - (deadline - time.monotonic()) / budget_seconds)
                 for optimizer, base_rate in base_rates:
@@ -291,7 +293,7 @@ def finetune(
                 **{f"content_{k}": v.detach().item() for k, v in content_terms.items()},
                 **{f"adversarial_{k}": v.detach().item() for k, v in adversarial_terms.items()},
             }
-            last = step == fc.steps or out_of_time
+            last = step == total_steps or out_of_time
             if evaluate_every > 0 and (step == 1 or step % evaluate_every == 0 or last):
                 record["reconstruction_l1"] = reconstruction_l1(generator, adain_params.detach(), frames)
                 if held_out is not None:
