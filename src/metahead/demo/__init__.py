@@ -35,7 +35,7 @@ threads.py   how many torch threads to use (choose_threads; the app uses it too)
 from metahead.demo.page import metrics_table_html
 from metahead.demo.pipeline import main_for_cli, run_demo
 from metahead.demo.records import STAGES, WORK
-from metahead.demo.settings import DemoResult, DemoSettings, experiment_config, finetune_steps
+from metahead.demo.settings import DemoResult, DemoSettings, experiment_config
 from metahead.demo.threads import choose_threads, idle_cores
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "DemoSettings",
     "choose_threads",
     "experiment_config",
-    "finetune_steps",
     "idle_cores",
     "main_for_cli",
     "metrics_table_html",

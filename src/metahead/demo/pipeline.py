@@ -12,7 +12,7 @@ from typing import Any
 
 from metahead.demo.page import write_page
 from metahead.demo.records import STAGES, WORK, StageRunner
-from metahead.demo.settings import DemoResult, DemoSettings, experiment_config, finetune_steps
+from metahead.demo.settings import DemoResult, DemoSettings, experiment_config
 from metahead.demo.stages import animate_avatars, make_avatars, make_corpus, meta_train, run_evaluation
 from metahead.demo.threads import choose_threads
 
@@ -83,7 +83,7 @@ def _run_stages(out: Path, settings: DemoSettings, log: Callable[[str], None], t
             model_path,
             corpus / "videos" / people["avatar_video"],
             settings,
-            finetune_steps(settings, cfg, settings.shots),
+            settings.finetune_steps,
             avatar_ft,
             avatar_ff,
         ),

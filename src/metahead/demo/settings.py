@@ -95,9 +95,3 @@ def experiment_config(settings: DemoSettings) -> Any:
     cfg.train.time_limit_minutes = settings.train_minutes
     cfg.train.steps = settings.train_steps
     return cfg
-
-
-def finetune_steps(settings: DemoSettings, cfg: Any, shots: int) -> int:
-    """Fine-tuning steps of the demo's FT avatar from T = `shots` frames: the setting, else the model
-    config's for that T."""
-    return cfg.finetune.steps_for(shots) if settings.finetune_steps is None else settings.finetune_steps

@@ -109,9 +109,10 @@ def meta_train(
 
 
 def make_avatars(
-    model: Path, video: Path, settings: DemoSettings, steps: int, ft_path: Path, ff_path: Path
+    model: Path, video: Path, settings: DemoSettings, steps: int | None, ft_path: Path, ff_path: Path
 ) -> dict:
-    """The FT avatar (with its fine-tuning curve) and the FF avatar from T frames of `video`."""
+    """The FT avatar (with its fine-tuning curve) and the FF avatar from T frames of `video`; `steps` None:
+    the model config's fine-tuning steps for that T."""
     from metahead.avatar import Avatar
     from metahead.training.finetune import loss_curve_paths
 

@@ -176,11 +176,11 @@ def finetune(
             "finetune.steps and finetune.min_passes must be >= 0 and finetune.batch_size >= 1, got "
             f"{fc.steps}, {fc.min_passes} and {fc.batch_size}"
         )
-    total_steps = fc.steps_for(len(frames))
     if fc.schedule not in SCHEDULES:
         raise ValueError(f"finetune.schedule={fc.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if fc.minutes < 0:
         raise ValueError(f"finetune.minutes must not be negative, got {fc.minutes}")
+    total_steps = fc.steps_for(len(frames))  # finetune.steps, more for many shots (finetune.min_passes)
     device = torch.device(device)
     frames = frames.to(device)
     held_out = held_out.to(device) if held_out is not None else None
