@@ -19,12 +19,18 @@ PHOTO_SIZE = 192  # dlib's HOG detector finds the synthetic faces from about thi
 PHOTO_SEED = 11  # synthetic people of their own seed
 
 
-def tiny_model(path: Path, finetune_steps: int = 2) -> Path:
-    """The `tiny` preset (32²) with random weights, written by training.checkpoint.save_model."""
+def tiny_model(path: Path, finetune_steps: int = 2, overrides: tuple[str, ...] = ()) -> Path:
+    """The `tiny` preset (32²) with random weights, written by training.checkpoint.save_model; `overrides`:
+    more `section.field=value` settings."""
     torch.manual_seed(0)
     cfg = apply_overrides(
         preset("tiny"),
-        ["loss.identity_network=none", f"finetune.steps={finetune_steps}", "finetune.batch_size=2"],
+        [
+            "loss.identity_network=none",
+            f"finetune.steps={finetune_steps}",
+            "finetune.batch_size=2",
+            *overrides,
+        ],
     )
     return checkpoint.save_model(
         path,

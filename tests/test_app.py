@@ -96,7 +96,7 @@ def test_cli_maps_flags_onto_the_config() -> None:
     assert (args.model, args.port, args.max_photos, args.max_video_seconds) == ("m.pt", 7999, 4, 3.0)
     assert args.host == "127.0.0.1"  # this machine only, unless asked
     cfg = _app_config(args)
-    assert (cfg.port, cfg.max_photos, cfg.max_finetune_steps) == (7999, 4, 600)
+    assert (cfg.port, cfg.max_photos, cfg.max_finetune_steps) == (7999, 4, AppConfig().max_finetune_steps)
     assert cfg.live_stream_every == pytest.approx(1 / 30)  # the Live tab sends up to 30 frames a second
     assert _app_config(build_parser().parse_args(["app", "--live-fps", "20"])).live_stream_every == 0.05
     with pytest.raises(ValueError, match="--live-fps"):
@@ -242,14 +242,27 @@ def test_make_ff_avatar_from_a_video(service, inputs) -> None:
 
 
 def test_steps_and_modes_are_bounded(service, inputs) -> None:
-    with pytest.raises(AppInputError, match="fine-tuning steps: 0 to 600"):
-        service.make_avatar(photos=inputs["photos"], mode="ft", steps=601)
+    with pytest.raises(AppInputError, match="fine-tuning steps: 0 to 1600"):
+        service.make_avatar(photos=inputs["photos"], mode="ft", steps=1601)
     with pytest.raises(AppInputError, match="mode must be one of"):
         service.make_avatar(photos=inputs["photos"], mode="xx")
     with pytest.raises(AppInputError, match="not both"):
         service.make_avatar(photos=inputs["photos"], video=inputs["video"])
     with pytest.raises(AppInputError, match=r"T\): 1 to 32"):
         service.make_avatar(video=inputs["video"], shots=40)
+
+
+def test_default_steps_follow_the_number_of_shots(inputs, tmp_path) -> None:
+    # 2 steps, or 2 passes over the shots in batches of 2 where that is more (finetune.min_passes)
+    model = tiny_model(tmp_path / "model.pt", overrides=("finetune.min_passes=2",))
+    service = AppService(_config(model, tmp_path / "work", max_finetune_steps=5))
+    # T = 8 would take 8: the page's bound 5
+    assert [service.default_steps(t) for t in (1, 2, 3, 4, 8)] == [2, 2, 3, 4, 5]
+    made = service.make_avatar(photos=inputs["photos"], mode="ft")  # no count given: the model's for T = 3
+    assert Avatar.load(made.avatar_path).info["finetune"]["steps"] == 3
+    assert "3 fine-tuning steps" in made.summary
+    explicit = service.make_avatar(photos=inputs["photos"], mode="ft", steps=1)
+    assert Avatar.load(explicit.avatar_path).info["finetune"]["steps"] == 1
 
 
 def test_faces_wrong_in_photos_are_refused_and_nothing_is_left(service, inputs, tmp_path) -> None:

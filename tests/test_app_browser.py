@@ -71,7 +71,11 @@ def app(tmp_path_factory) -> Iterator[dict]:
     """`metahead app` serving a tiny model on a free port, in its own process."""
     folder = tmp_path_factory.mktemp("app")
     given = os.environ.get("METAHEAD_APP_MODEL")
-    model = Path(given).resolve() if given else tiny_model(folder / "model.pt", finetune_steps=2)
+    model = (
+        Path(given).resolve()
+        if given
+        else tiny_model(folder / "model.pt", finetune_steps=2, overrides=("finetune.min_passes=2",))
+    )  # 2 steps, or 2 passes over T shots in batches of 2: the page's step slider starts at 8 for T = 8
     model_flag = [] if given == "default" else ["--model", str(model)]
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -167,6 +171,11 @@ def _clear(driver, element_id: str) -> None:
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f"#{element_id} input[type=file]"))
 
 
+def _number(driver, element_id: str) -> float:
+    field = driver.find_element(By.CSS_SELECTOR, f"#{element_id} input[type=number]")
+    return float(field.get_attribute("value"))
+
+
 def _set_number(driver, element_id: str, value: int) -> None:
     field = driver.find_element(By.CSS_SELECTOR, f"#{element_id} input[type=number]")
     field.clear()
@@ -214,6 +223,8 @@ def test_make_and_animate_in_the_browser(app, browser, screenshots, tmp_path) ->
     browser.get(app["url"])
     _wait(browser, lambda d: "Model:" in _text(d, "model-status"), 60, "the model line")
     assert "metahead" in browser.title
+    if not os.environ.get("METAHEAD_APP_MODEL"):
+        assert _number(browser, "steps") == 8  # the tiny model's count for T = 8, the shots slider's start
 
     # a bad upload: a text file named .png
     _upload(browser, "photos", [text_file(tmp_path / "notes.png")])
@@ -228,6 +239,8 @@ def test_make_and_animate_in_the_browser(app, browser, screenshots, tmp_path) ->
     _clear(browser, "photos")
     _upload(browser, "photos", photos(tmp_path / "photos", 3))
     _wait(browser, lambda d: "3 photos ready" in _text(d, "make-status"), 60, "the photos' check")
+    if not os.environ.get("METAHEAD_APP_MODEL"):  # the step slider follows T: the tiny model's 3 for 3 photos
+        _wait(browser, lambda d: _number(d, "steps") == 3, 60, "the step slider at the count for T = 3")
     _set_number(browser, "steps", 60)
     browser.find_element(By.ID, "make").click()
     progress_seen = ""

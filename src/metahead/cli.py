@@ -704,7 +704,9 @@ def _add_app(sub) -> None:
     p.add_argument("--max-photos", type=int, default=32, help="photos accepted per avatar (32)")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="size limit of one uploaded file (50)")
     p.add_argument("--max-video-seconds", type=float, default=20.0, help="length limit of videos (20)")
-    p.add_argument("--max-steps", type=int, default=600, help="most fine-tuning steps the page allows (600)")
+    p.add_argument(
+        "--max-steps", type=int, default=1600, help="most fine-tuning steps the page allows (1600)"
+    )
     p.add_argument("--concurrency", type=int, default=2, help="long requests served at once (2)")
     p.add_argument(
         "--live-fps", type=float, default=30.0, help="most camera frames a second the Live tab sends (30)"

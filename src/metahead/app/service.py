@@ -150,8 +150,10 @@ class AppService:
 
     # --- making an avatar -------------------------------------------------------------------------------
 
-    def default_steps(self) -> int:
-        steps = self.model.cfg.finetune.steps if self.model.ok else 50
+    def default_steps(self, shots: int = 8) -> int:
+        """The model's fine-tuning steps for T = `shots` (finetune.steps_for: more above T = 8 in the demo and
+        real-64 presets), within the page's max_finetune_steps."""
+        steps = self.model.cfg.finetune.steps_for(max(1, int(shots))) if self.model.ok else 50
         return max(0, min(int(steps), self.cfg.max_finetune_steps))
 
     def person_frames(
@@ -212,12 +214,12 @@ class AppService:
         report = progress or (lambda fraction, text: None)
         if mode not in MODES:
             raise AppInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        steps = self.default_steps() if steps is None else int(steps)
-        if mode == "ft" and not 0 <= steps <= self.cfg.max_finetune_steps:
+        if steps is not None and mode == "ft" and not 0 <= int(steps) <= self.cfg.max_finetune_steps:
             raise AppInputError(f"fine-tuning steps: 0 to {self.cfg.max_finetune_steps}, got {steps}")
         started = time.monotonic()
         report(0.0, "finding the face")
         faces = self.person_frames(photos, video, int(shots))
+        steps = self.default_steps(len(faces)) if steps is None else int(steps)
         notes = []
         with self._job("avatar") as (folder, final):
             report(0.05, "fine-tuning" if mode == "ft" else "embedding")

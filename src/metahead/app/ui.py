@@ -116,6 +116,11 @@ def build_app(service: AppService) -> Any:
         names = ", ".join(display_name(p) for p in paths[:4]) + (" …" if len(paths) > 4 else "")
         return f"{len(paths)} photo{'s' if len(paths) != 1 else ''} ready ({names}). Press **Make avatar**."
 
+    def steps_for_shots(files: list[str] | None, shots: float) -> Any:
+        """The step slider follows T (every photo, else the frames taken from a video): the model's count
+        for it, as `metahead avatar` would take. Set after the photos and T, the slider is the user's."""
+        return gr.update(value=service.default_steps(len(files) if files else int(shots)))
+
     def check_video_upload(path: str | None, role: str) -> str:
         if not path:
             return ""
@@ -331,6 +336,8 @@ def build_app(service: AppService) -> Any:
         photos.upload(check_photo_upload, photos, make_status, **quick)
         person_video.upload(lambda p: check_video_upload(p, "video"), person_video, make_status, **quick)
         mode.change(lambda m: gr.update(interactive=m == "ft"), mode, steps, **quick)
+        photos.change(steps_for_shots, [photos, shots], steps, **quick)
+        shots.change(steps_for_shots, [photos, shots], steps, **quick)
         long_work = {"concurrency_limit": cfg.concurrency, "concurrency_id": "long-work"}
         make_outputs = [avatar_state, make_status, crops, curve, curve_box, avatar_file]
         make_inputs = [photos, person_video, mode, steps, shots]
