@@ -104,7 +104,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         "train.num_workers": 0,
         "train.log_every": 20,
         "train.checkpoint_every": 500,
-        "finetune.steps": 400,
+        "finetune.steps": 800,
         "finetune.min_passes": 100,
         "finetune.batch_size": 2,
         "finetune.lr_generator": 1e-3,
