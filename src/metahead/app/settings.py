@@ -24,8 +24,8 @@ class AppConfig:
     max_image_pixels: int = 40_000_000
     max_video_seconds: float = 20.0  # a person's video or a driving video
     max_shots: int = 32  # T taken from a video
-    # The demo and real-64 presets fine-tune 400 steps up to T = 8 (~1 min on two cores) and 1,600 at T = 32
-    # (finetune.min_passes); the page's slider starts at the model's count for T, within this bound.
+    # The demo preset fine-tunes 400 steps up to T = 8 (~1 min on two cores), real-64 800, both 1,600 at
+    # T = 32 (finetune.min_passes); the page's slider starts at the model's count for T, within this bound.
     max_finetune_steps: int = 1600
     max_driver_frames: int = 500  # rendered frames of one animation
     refuse_several_faces: bool = True  # a photo or video frame with several faces is refused (else: largest)
