@@ -284,7 +284,7 @@ def _add_avatar(sub) -> None:
     p.add_argument("--shots", type=int, help="T, frames used (default: all photos given; 8 from a video)")
     p.add_argument("--out", required=True, metavar="AVATAR", help="avatar file to write")
     p.add_argument("--feed-forward", action="store_true", help="FF avatar: no fine-tuning (ψ = P ê)")
-    p.add_argument("--steps", type=int, help="fine-tuning steps (default: the model config's finetune.steps)")
+    p.add_argument("--steps", type=int, help="fine-tuning steps, exactly (default: the model config's for T)")
     _add_overrides(
         p,
         "override a fine-tuning setting, e.g. --set finetune.lr_generator=1e-4 (repeatable)",
@@ -455,7 +455,7 @@ def _add_evaluate(sub) -> None:
         metavar="NAME",
         help="metric names (default: all available; FID only with --inception-weights)",
     )
-    p.add_argument("--steps", type=int, help="fine-tuning steps (default: the model's finetune.steps)")
+    p.add_argument("--steps", type=int, help="fine-tuning steps, exactly (default: the model's for T)")
     _add_overrides(
         p,
         "change a fine-tuning setting or its loss for FT avatars, e.g. --set finetune.lr_generator=1e-4 or "

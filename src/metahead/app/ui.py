@@ -212,6 +212,7 @@ def build_app(service: AppService) -> Any:
     # --- the page -----------------------------------------------------------------------------------------
 
     steps_max = cfg.max_finetune_steps
+    shots_start = min(8, cfg.max_shots)  # T from a video until moved; the step slider starts at its count
     with gr.Blocks(
         title="metahead: talking-head avatars", analytics_enabled=False, delete_cache=(3600, 3600)
     ) as page:
@@ -240,11 +241,11 @@ def build_app(service: AppService) -> Any:
                         elem_id="mode",
                     )  # fmt: skip
                     shots = gr.Slider(
-                        1, cfg.max_shots, value=min(8, cfg.max_shots), step=1,
+                        1, cfg.max_shots, value=shots_start, step=1,
                         label="Frames taken from a video (T)", elem_id="shots",
                     )  # fmt: skip
                 steps = gr.Slider(
-                    0, steps_max, value=service.default_steps(), step=1,
+                    0, steps_max, value=service.default_steps(shots_start), step=1,
                     label=f"Fine-tuning steps (up to {steps_max})", elem_id="steps",
                 )  # fmt: skip
                 make_button = gr.Button("Make avatar", variant="primary", elem_id="make")

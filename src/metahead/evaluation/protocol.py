@@ -71,7 +71,7 @@ class ProtocolConfig:
     eval_source: str = "same-video"  # one of EVAL_SOURCES
     methods: tuple[str, ...] = tuple(METHODS)
     metrics: tuple[str, ...] | None = None  # None: all available (FID only with the Inception weights)
-    finetune_steps: int | None = None  # None: the model config's finetune.steps
+    finetune_steps: int | None = None  # None: the model config's for T (finetune.steps_for); else exactly
     # "finetune.FIELD=VALUE" / "loss.FIELD=VALUE" applied to the model's config for FT avatars
     finetune_overrides: tuple[str, ...] = ()
     cross_identity_pairs: int = 0  # (avatar, driver) pairs of different people; 0 = none
