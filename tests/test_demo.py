@@ -73,6 +73,13 @@ def test_demo_end_to_end_and_rerun_reuses(tmp_path: Path):
     page = result.page.read_text()
     for label in ("FT (2)", "FF (2)", "nearest shot (2)", "from scratch (2)"):
         assert f"<td>{label}</td>" in page
+    # FF and the nearest shot (no fine-tuning) are also scored on every test video, in a table of their own.
+    with open(out / "work" / "corpus" / "manifest.csv", newline="") as f:
+        test_videos = sum(row["split"] == "test" for row in csv.DictReader(f))
+    assert test_videos > MINIATURE.eval_videos
+    assert f"Without fine-tuning, on {test_videos} test videos" in page
+    without = (out / "metrics-without-finetuning.md").read_text()
+    assert "FF (2)" in without and "nearest shot (2)" in without and "FT (2)" not in without
 
     # A second run reuses every stage (the page is always rewritten) and leaves their files alone.
     model = out / "work" / "run" / "model.pt"

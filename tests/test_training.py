@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -450,6 +451,25 @@ def test_resume_with_another_content_loss_is_refused(tiny_data, tmp_path):
     assert json.loads((run / "config.json").read_text())["loss"]["pixel_weight"] == 1.0  # left as it was
     assert json.loads((run / CONTENT_LOSS_FILE).read_text()) == recorded
     train(tiny_config(tiny_data, run, "train.steps=2"), resume=True)  # the same loss resumes
+
+
+def test_resume_may_change_the_content_loss_on_purpose(tiny_data, tmp_path, capsys):
+    from metahead.training.meta import CONTENT_LOSS_FILE, train
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, "train.steps=1"))
+    capsys.readouterr()
+    train(tiny_config(tiny_data, run, "train.steps=2", "loss.pixel_weight=2"), resume=True, change_loss=True)
+    changed_on_purpose = r"content loss changed on purpose.*'weight': 1\.0.*'weight': 2\.0"
+    assert re.search(changed_on_purpose, capsys.readouterr().out)
+    changed = json.loads((run / CONTENT_LOSS_FILE).read_text())
+    assert changed["terms"] == {"pixel": {"weight": 2.0, "scales": 3}}
+    assert checkpoint.load_state(checkpoint.latest_state(run))["content_loss"] == changed
+    assert checkpoint.load_state(checkpoint.latest_state(run))["step"] == 2
+    # From then on the changed loss is the run's own: a plain resume takes it, the old one is refused.
+    train(tiny_config(tiny_data, run, "train.steps=3", "loss.pixel_weight=2"), resume=True)
+    with pytest.raises(checkpoint.CheckpointError, match="another content loss"):
+        train(tiny_config(tiny_data, run, "train.steps=4"), resume=True)
 
 
 def test_resume_may_switch_generator_upsampling_but_not_a_weight_shape(tiny_data, tmp_path):

@@ -70,6 +70,12 @@ def _add_train(sub) -> None:
     p.add_argument("--out", help="run folder: config.json, checkpoints/, model.pt, logs, samples/")
     p.add_argument("--resume", action="store_true", help="continue from RUN's newest checkpoint (if any)")
     p.add_argument(
+        "--change-loss",
+        action="store_true",
+        help="with --resume: accept a content loss other than the checkpoint was trained with (e.g. --set "
+        "loss.identity_network=dlib on a trained model); the log says what changed",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="build everything, train three steps in a scratch folder, and report parameters, memory, step "
@@ -90,6 +96,8 @@ def _run_train(args) -> int:
         raise ValueError("give --out RUN (the run folder)")
     if args.dry_run and args.resume:
         raise ValueError("--dry-run starts a scratch run: it cannot --resume")
+    if args.change_loss and not args.resume:
+        raise ValueError("--change-loss goes with --resume (a new run has no earlier loss to change)")
     saved = Path(args.out or "") / CONFIG_FILE
     if args.resume and saved.exists():
         # The run's own config (with the overrides it was started with); --set may still change it.
@@ -114,7 +122,7 @@ def _run_train(args) -> int:
             print(format_report(report))
         return 0
     try:
-        train(cfg, resume=args.resume, progress=not args.no_progress)
+        train(cfg, resume=args.resume, progress=not args.no_progress, change_loss=args.change_loss)
     except TrainingDiverged as err:
         print(f"metahead train: {err}", file=sys.stderr)
         return 3

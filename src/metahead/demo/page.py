@@ -125,6 +125,13 @@ def write_page(
     report = json.loads((evaluation / "report.json").read_text())
     header, rows = main_table(report)
     cross_header, cross_rows = cross_table(report)
+    feed_forward_report = None
+    if evaluate_record["details"].get("feed_forward_videos"):
+        feed_forward = work / "evaluation-without-finetuning"
+        feed_forward_report = json.loads((feed_forward / "report.json").read_text())
+        copied = _copy(feed_forward / "report.md", out / "metrics-without-finetuning.md")
+        if copied:
+            files["metrics_without_finetuning_md"] = copied
     grid_shots = max(settings.eval_shots)
     for name, source in {
         "sample_grid": evaluation / f"grid_T{grid_shots}.png",
@@ -220,6 +227,14 @@ def write_page(
     ]
     if cross_rows:
         parts += ["<h3>Cross-identity (no ground truth)</h3>", metrics_table_html(cross_header, cross_rows)]
+    if feed_forward_report is not None:
+        parts += [
+            f"<h3>Without fine-tuning, on {len(feed_forward_report['videos'])} test videos</h3>",
+            "<p>FF and the nearest shot take seconds a video, so they are scored on more test videos than "
+            "the table above: a steadier figure for FF, whose quality varies much from person to person. "
+            "<a href='metrics-without-finetuning.md'>metrics-without-finetuning.md</a></p>",
+            metrics_table_html(*main_table(feed_forward_report)),
+        ]
     if "sample_grid" in files:
         parts.append(
             _figure(rel("sample_grid"), "Sample grid: shots, the real held-out frame, and each method's "

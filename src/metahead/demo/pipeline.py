@@ -100,18 +100,32 @@ def _run_stages(out: Path, settings: DemoSettings, log: Callable[[str], None], t
     )
 
     # --- 5 evaluate -----------------------------------------------------------------------------------------
-    evaluation = work / "evaluation"
+    evaluation, feed_forward_evaluation = work / "evaluation", work / "evaluation-without-finetuning"
     eval_settings = settings.stage_settings("evaluate")
+    feed_forward_videos = settings.eval_feed_forward_videos
+    more_videos = {None: "", 0: "; FF and nearest shot on every test video"}.get(
+        feed_forward_videos, f"; FF and nearest shot on {feed_forward_videos} test videos"
+    )
     evaluate_record = stages.run(
         "evaluate",
         f"evaluation on {settings.eval_videos} test videos (T={', '.join(map(str, settings.eval_shots))}): "
-        "FT, FF, nearest shot, from scratch",
+        f"FT, FF, nearest shot, from scratch{more_videos}",
         eval_settings,
         ["train", "corpus"],
-        lambda d: [evaluation / "report.json"],
-        lambda previous: run_evaluation(
-            evaluation, model_path, corpus, settings, threads, eval_settings, stages.digests["train"]
+        lambda d: (
+            [evaluation / "report.json"]
+            + ([feed_forward_evaluation / "report.json"] if d.get("feed_forward_videos") else [])
         ),
+        lambda previous: run_evaluation(
+            evaluation,
+            feed_forward_evaluation,
+            model_path,
+            corpus,
+            settings,
+            threads,
+            eval_settings,
+            stages.digests["train"],
+        ),  # fmt: skip
     )
 
     # --- 6 page ---------------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ class DemoSettings:
     eval_shots: tuple[int, ...] = (8,)
     eval_videos: int = 3
     eval_frames: int = 8  # held-out frames per video
+    # FF and the nearest shot need no fine-tuning (seconds a video), so they are also scored on this many
+    # test videos (0: every one; None: not), a steadier FF figure than eval_videos give
+    eval_feed_forward_videos: int | None = 0
     eval_metrics: tuple[str, ...] | None = None  # None: every metric available offline
     eval_cross_pairs: int = 0  # cross-identity pairs in the evaluation (retargeting on / off)
     eval_workers: int = 0  # processes; 0: one per thread the demo uses
@@ -70,7 +73,10 @@ class DemoSettings:
         elif stage == "animate":
             keys = ("video_scale",)
         elif stage == "evaluate":
-            keys = ("eval_shots", "eval_videos", "eval_frames", "eval_metrics", "eval_cross_pairs")
+            keys = (
+                "eval_shots", "eval_videos", "eval_frames", "eval_feed_forward_videos", "eval_metrics",
+                "eval_cross_pairs",
+            )  # fmt: skip
             common["finetune_steps"] = self.finetune_steps
         else:
             keys = ()

@@ -221,8 +221,12 @@ def animate_avatars(
 # --- 5 evaluate ---------------------------------------------------------------------------------------------
 
 
+METHODS_WITHOUT_FINETUNING = ("ff", "nearest_shot")  # seconds a video: scored on more test videos
+
+
 def run_evaluation(
     folder: Path,
+    feed_forward_folder: Path,
     model: Path,
     corpus: Path,
     settings: DemoSettings,
@@ -230,19 +234,47 @@ def run_evaluation(
     eval_settings: dict[str, Any],
     model_digest: str,
 ) -> dict:
-    """The paper's protocol (FT, FF and the baselines) on a few test videos into `folder`, resumable."""
+    """The paper's protocol (FT, FF and the baselines) on a few test videos into `folder`; then the methods
+    that need no fine-tuning (FF, nearest shot: seconds a video) on more of them into `feed_forward_folder`,
+    a steadier figure for FF than a few videos give. Resumable."""
+    from metahead.evaluation.methods import METHODS
+
+    main = _evaluate(
+        folder, model, corpus, settings, threads, {**eval_settings, "model": model_digest},
+        max_videos=settings.eval_videos, methods=tuple(METHODS),
+    )  # fmt: skip
+    record = {"videos": main, "feed_forward_videos": []}
+    if settings.eval_feed_forward_videos is not None:
+        record["feed_forward_videos"] = _evaluate(
+            feed_forward_folder, model, corpus, settings, threads, {**eval_settings, "model": model_digest},
+            max_videos=settings.eval_feed_forward_videos or None, methods=METHODS_WITHOUT_FINETUNING,
+        )  # fmt: skip
+    return record
+
+
+def _evaluate(
+    folder: Path,
+    model: Path,
+    corpus: Path,
+    settings: DemoSettings,
+    threads: int,
+    claim: dict[str, Any],
+    max_videos: int | None,
+    methods: tuple[str, ...],
+) -> list[str]:
+    """One protocol run into `folder` (emptied first when it holds another model's or settings' results);
+    the names of the videos it scored."""
     from tqdm import tqdm
 
-    from metahead.evaluation.protocol import METHODS, ProtocolConfig, evaluate
+    from metahead.evaluation.protocol import ProtocolConfig, evaluate
 
-    claim_folder(folder, {**eval_settings, "model": model_digest})  # results of another model: start over
-    workers = settings.eval_workers or threads
+    claim_folder(folder, claim)
     protocol = ProtocolConfig(
         model=str(model), data=str(corpus), out=str(folder), shots=tuple(settings.eval_shots),
-        eval_frames=settings.eval_frames, max_videos=settings.eval_videos, methods=tuple(METHODS),
+        eval_frames=settings.eval_frames, max_videos=max_videos, methods=methods,
         metrics=tuple(settings.eval_metrics) if settings.eval_metrics else None,
         finetune_steps=settings.finetune_steps, cross_identity_pairs=settings.eval_cross_pairs,
-        seed=settings.seed, device="cpu", workers=workers,
+        seed=settings.seed, device="cpu", workers=settings.eval_workers or threads,
     )  # fmt: skip
     bar = None
 
@@ -266,4 +298,4 @@ def run_evaluation(
             f"{len(run.summary.failed)} evaluation job(s) failed (rerun the demo to retry them); "
             f"first: {first[0]}: {first[1][-500:]}"
         )
-    return {"videos": [p.name for p in run.plans], "jobs": len(run.summary.results)}
+    return [p.name for p in run.plans]

@@ -176,20 +176,24 @@ def newest_readable_state(
     return None
 
 
-def check_content_loss(state: dict[str, Any], record: dict[str, Any], path: str | os.PathLike) -> bool:
+def check_content_loss(
+    state: dict[str, Any], record: dict[str, Any], path: str | os.PathLike, allow_change: bool = False
+) -> list[str] | None:
     """Refuse to resume from `state` with another content loss than it was trained with (ContentLoss.record:
-    terms, weights, weight files' checksums). False when the state predates the record (cannot check)."""
+    terms, weights, weight files' checksums), unless `allow_change` (a deliberate change, e.g. a term added
+    to a trained model). The differences allowed ([] when none); None when the state predates the record
+    (cannot check)."""
     saved = state.get("content_loss")
     if saved is None:
-        return False
+        return None
     differences = content_loss_differences(saved, record)
-    if differences:
+    if differences and not allow_change:
         raise CheckpointError(
             f"{path}: was trained with another content loss than this run would use now: "
             f"{'; '.join(differences)}. Resume with the loss it started with (the same weight files, terms "
-            "and weights: RUN/content_loss.json), or start a new run"
+            "and weights: RUN/content_loss.json), start a new run, or change it on purpose (--change-loss)"
         )
-    return True
+    return differences
 
 
 # --- Model file ----------------------------------------------------------------------------------------

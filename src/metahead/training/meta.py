@@ -70,23 +70,32 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or inf; the run stopped without writing a checkpoint of that state."""
 
 
-def train(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> Path:
+def train(
+    cfg: ExperimentConfig, resume: bool = False, progress: bool = True, change_loss: bool = False
+) -> Path:
     """Meta-learn E, G, P and D as `cfg` says; return the run folder (cfg.train.out).
 
     resume=True continues from the newest training state in RUN/checkpoints (exactly: same episodes,
     same random numbers), or starts afresh when there is none. Without it, a run folder that already
-    holds checkpoints is refused rather than overwritten. progress=False: no progress bars (the log and
-    TensorBoard are written all the same).
+    holds checkpoints is refused rather than overwritten. A resume with another content loss than the
+    state was trained with is refused unless change_loss=True (the log then says what changed).
+    progress=False: no progress bars (the log and TensorBoard are written all the same).
     """
     _check_config(cfg)
     ctx = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, resume, ctx, progress)
+        return _train(cfg, resume, ctx, progress, change_loss)
     finally:
         distributed.cleanup(ctx)
 
 
-def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedContext, progress: bool) -> Path:
+def _train(
+    cfg: ExperimentConfig,
+    resume: bool,
+    ctx: distributed.DistributedContext,
+    progress: bool,
+    change_loss: bool,
+) -> Path:
     tc = cfg.train
     run_dir = Path(tc.out)
     device = ctx.device
@@ -125,7 +134,11 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
     distributed.check_same_on_every_rank(
         content_loss.record, ctx, "content loss (weight files, terms or weights)", content_loss_differences
     )
-    loss_checked = state is not None and checkpoint.check_content_loss(state, content_loss.record, state_file)
+    loss_changes = (
+        checkpoint.check_content_loss(state, content_loss.record, state_file, allow_change=change_loss)
+        if state is not None
+        else []
+    )
     if ctx.is_main:  # after every check that can refuse the run, so that a refused resume changes nothing
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -190,8 +203,10 @@ def _train(cfg: ExperimentConfig, resume: bool, ctx: distributed.DistributedCont
         logger.message(f"resumed from {state_file}")
         for reason in passed_over:
             logger.message(f"warning: passed over a newer training state: {reason}")
-        if not loss_checked:
+        if loss_changes is None:
             logger.message(f"warning: {state_file} predates recorded content losses; not compared")
+        elif loss_changes:
+            logger.message(f"content loss changed on purpose (--change-loss): {'; '.join(loss_changes)}")
     logger.text("config", "```\n" + json.dumps(cfg.to_dict(), indent=2) + "\n```")
     meter = _Throughput(tc.batch_size * ctx.world_size, tc.shots + 1)
     deadline = time.monotonic() + 60 * tc.time_limit_minutes if tc.time_limit_minutes > 0 else None
