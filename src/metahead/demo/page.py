@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from metahead.demo.records import STAGES, WORK, StageRunner
+from metahead.demo.records import EVALUATION, FEED_FORWARD_EVALUATION, STAGES, WORK, StageRunner
 from metahead.demo.settings import DemoSettings
 from metahead.fileio import atomic_path, atomic_write_text
 
@@ -121,13 +121,13 @@ def write_page(
     work = out / WORK
     images = out / "images"
     files: dict[str, Path] = {}
-    evaluation = work / "evaluation"
+    evaluation = work / EVALUATION
     report = json.loads((evaluation / "report.json").read_text())
     header, rows = main_table(report)
     cross_header, cross_rows = cross_table(report)
     feed_forward_report = None
     if evaluate_record["details"].get("feed_forward_videos"):
-        feed_forward = work / "evaluation-without-finetuning"
+        feed_forward = work / FEED_FORWARD_EVALUATION
         feed_forward_report = json.loads((feed_forward / "report.json").read_text())
         copied = _copy(feed_forward / "report.md", out / "metrics-without-finetuning.md")
         if copied:

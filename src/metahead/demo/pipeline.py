@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from metahead.demo.page import write_page
-from metahead.demo.records import STAGES, WORK, StageRunner
+from metahead.demo.records import EVALUATION, FEED_FORWARD_EVALUATION, STAGES, WORK, StageRunner
 from metahead.demo.settings import DemoResult, DemoSettings, experiment_config
 from metahead.demo.stages import animate_avatars, make_avatars, make_corpus, meta_train, run_evaluation
 from metahead.demo.threads import choose_threads
@@ -100,7 +100,7 @@ def _run_stages(out: Path, settings: DemoSettings, log: Callable[[str], None], t
     )
 
     # --- 5 evaluate -----------------------------------------------------------------------------------------
-    evaluation, feed_forward_evaluation = work / "evaluation", work / "evaluation-without-finetuning"
+    evaluation, feed_forward_evaluation = work / EVALUATION, work / FEED_FORWARD_EVALUATION
     eval_settings = settings.stage_settings("evaluate")
     feed_forward_videos = settings.eval_feed_forward_videos
     more_videos = {None: "", 0: "; FF and nearest shot on every test video"}.get(

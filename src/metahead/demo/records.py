@@ -15,6 +15,8 @@ from metahead.fileio import atomic_write_text
 
 STAGES = ("corpus", "train", "avatar", "animate", "evaluate", "page")
 WORK = "work"
+# WORK's evaluation folders: the full protocol on a few test videos, FF and the nearest shot on more
+EVALUATION, FEED_FORWARD_EVALUATION = "evaluation", "evaluation-without-finetuning"
 DONE_SUFFIX = ".done.json"
 FOLDER_MARKER = "demo-settings.json"  # inside a stage's folder: the settings it was made with
 

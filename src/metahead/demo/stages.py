@@ -239,14 +239,15 @@ def run_evaluation(
     a steadier figure for FF than a few videos give. Resumable."""
     from metahead.evaluation.methods import METHODS
 
+    claim = {**eval_settings, "model": model_digest}  # results of another model or settings: start over
     main = _evaluate(
-        folder, model, corpus, settings, threads, {**eval_settings, "model": model_digest},
+        folder, model, corpus, settings, threads, claim,
         max_videos=settings.eval_videos, methods=tuple(METHODS),
     )  # fmt: skip
     record = {"videos": main, "feed_forward_videos": []}
     if settings.eval_feed_forward_videos is not None:
         record["feed_forward_videos"] = _evaluate(
-            feed_forward_folder, model, corpus, settings, threads, {**eval_settings, "model": model_digest},
+            feed_forward_folder, model, corpus, settings, threads, claim,
             max_videos=settings.eval_feed_forward_videos or None, methods=METHODS_WITHOUT_FINETUNING,
         )  # fmt: skip
     return record
