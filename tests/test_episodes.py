@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
-from metahead.data.episodes import EpisodeDataset, FewShotDataset
+from metahead.data.episodes import EpisodeDataset, FewShotDataset, mirror_frames
 from metahead.data.format import (
     DataError,
     DatasetInfo,
@@ -24,6 +24,7 @@ from metahead.data.format import (
 )
 from metahead.landmarks.draw import draw_landmarks
 from metahead.landmarks.mean_face import mean_face_landmarks
+from metahead.landmarks.parts import FACE_PARTS, MIRROR_ORDER
 
 SIZE = 32
 
@@ -113,6 +114,62 @@ def test_frames_drawn_afresh_and_deterministic_under_manual_seed(dataset_root):
     other_seed = EpisodeDataset(dataset_root, shots=4, seed=1)
     torch.manual_seed(123)
     assert any(not torch.equal(a, other_seed[i]["frame_indices"]) for i, a in enumerate(first))
+
+
+def test_mirror_order_swaps_the_paired_parts():
+    assert sorted(MIRROR_ORDER) == list(range(68))
+    assert all(MIRROR_ORDER[MIRROR_ORDER[i]] == i for i in range(68))  # mirroring twice is the identity
+    part_of = {i: part.name for part in FACE_PARTS for i in range(part.start, part.stop)}
+    swapped = {"right_brow": "left_brow", "right_eye": "left_eye"}
+    swapped |= {b: a for a, b in swapped.items()}
+    for i, j in enumerate(MIRROR_ORDER):
+        assert part_of[j] == swapped.get(part_of[i], part_of[i])
+    assert MIRROR_ORDER[36] == 45 and MIRROR_ORDER[39] == 42  # outer to outer, inner to inner eye corner
+    assert MIRROR_ORDER[8] == 8 and MIRROR_ORDER[30] == 30 and MIRROR_ORDER[57] == 57  # chin, nose tip, lip
+
+
+def test_mirror_frames_moves_points_with_the_pixels():
+    size = 32
+    # The template face is left-right symmetric: mirrored and re-indexed, its points are its own.
+    template = torch.from_numpy(mean_face_landmarks(size))[None]
+    images = torch.rand(1, 3, size, size)
+    mirrored_images, mirrored = mirror_frames(images, template)
+    torch.testing.assert_close(mirrored, template, atol=1e-4, rtol=0)
+    torch.testing.assert_close(mirrored_images, images.flip(-1))
+    # A lopsided face (one eye moved): each point lands on the mirrored pixel, and the drawing mirrors too
+    # (up to the rasteriser's rounding on a few edge pixels).
+    lopsided = template.clone()
+    lopsided[0, 36:42] += torch.tensor([2.0, -1.5])
+    _, moved = mirror_frames(images, lopsided)
+    torch.testing.assert_close(moved[0, list(MIRROR_ORDER), 0], size - 1 - lopsided[0, :, 0])
+    difference = (draw_landmarks(moved, size) - draw_landmarks(lopsided, size).flip(-1)).abs()
+    assert difference.mean() < 0.01 and (difference > 0.25).float().mean() < 0.01
+    assert not torch.allclose(moved, lopsided, atol=0.5)
+    torch.testing.assert_close(mirror_frames(*mirror_frames(images, lopsided))[1], lopsided)
+
+
+def test_mirrored_episodes_keep_their_frames(dataset_root):
+    plain = EpisodeDataset(dataset_root, shots=4)
+    always = EpisodeDataset(dataset_root, shots=4, mirror_probability=1.0)
+    torch.manual_seed(5)
+    a = plain[2]
+    torch.manual_seed(5)
+    b = always[2]
+    assert torch.equal(a["frame_indices"], b["frame_indices"])
+    torch.testing.assert_close(b["images"], a["images"].flip(-1))
+    torch.testing.assert_close(b["landmarks"], mirror_frames(a["images"], a["landmarks"])[1])
+    half = EpisodeDataset(dataset_root, shots=4, mirror_probability=0.5)
+    torch.manual_seed(0)
+    mirrored = []
+    for _ in range(40):
+        item = half[1]
+        stored = VideoReader(dataset_root, half.records[1].path).read_landmarks(
+            item["frame_indices"].tolist()
+        )
+        mirrored.append(not np.array_equal(item["landmarks"].numpy(), stored))
+    assert 8 <= sum(mirrored) <= 32
+    with pytest.raises(ValueError, match="mirror_probability"):
+        EpisodeDataset(dataset_root, mirror_probability=1.5)
 
 
 def test_image_size_resizes_frames_and_scales_landmarks(dataset_root):

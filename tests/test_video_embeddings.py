@@ -66,7 +66,9 @@ def test_modes(episodes):
     table = embed_training_videos(embedder, episodes, _ctx(), seed=SEED, progress=False)
     assert torch.equal(initial_video_embeddings("embedder", table), table)
     centred = initial_video_embeddings("centred", table)
-    torch.testing.assert_close(centred.mean(dim=0), torch.zeros(table.shape[1]), atol=1e-6, rtol=0)
+    # Zero up to float32 rounding of values this large (the summation order differs between CPUs).
+    rounding = 16 * torch.finfo(table.dtype).eps * float(table.abs().max())
+    torch.testing.assert_close(centred.mean(dim=0), torch.zeros(table.shape[1]), atol=rounding, rtol=0)
     torch.testing.assert_close(centred[1] - centred[0], table[1] - table[0])
     weight = torch.nn.Embedding(5, table.shape[1]).weight
     before = weight.detach().clone()

@@ -118,6 +118,11 @@ class TrainConfig:
     # +260 (a shared offset in every W_i); centred they are ~15, and the demo preset meta-trained 1,000 steps
     # gave FT SSIM 0.581 vs 0.550 and FF 0.232 vs 0.211 on its test videos (docs/training.md, issue 18).
     video_embedding_init: str = "centred"
+    # The chance that an episode's frames are all mirrored left to right, landmarks with them (a mirrored
+    # person is a plausible other face: more appearances for E and G to generalise from; 0: never). real-64
+    # at 0.5, 20,000 steps: real-dev FF SSIM +0.029 and FT +0.010, FF CSIM -0.004, but seen people's FF SSIM
+    # -0.036; not in any preset (docs/results.md, "session 11").
+    mirror_probability: float = 0.0
     # Running average of E's and G's weights for samples, the model file and avatars (lab: 0.999); 0: off.
     ema_decay: float = 0.0
 

@@ -31,7 +31,7 @@ from metahead.data.format import (
     read_manifest,
 )
 from metahead.landmarks.draw import draw_landmarks
-from metahead.landmarks.parts import NUM_LANDMARKS
+from metahead.landmarks.parts import MIRROR_ORDER, NUM_LANDMARKS
 
 # Names of the skipped videos quoted in the warning; a VoxCeleb-sized set may skip thousands.
 _MAX_NAMED = 50
@@ -55,6 +55,15 @@ def resize_frames(
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     scale = torch.tensor([size / width, size / height], dtype=landmarks.dtype)
     return images.clamp_(-1.0, 1.0), (landmarks + 0.5) * scale - 0.5
+
+
+def mirror_frames(images: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, H, W) images and their (N, 68, 2) landmarks, mirrored left to right: the points move with the
+    pixels (pixel centres at integers) and are re-indexed so that each part is still the part it is named."""
+    width = images.shape[-1]
+    mirrored = landmarks[:, list(MIRROR_ORDER)].clone()
+    mirrored[..., 0] = (width - 1) - mirrored[..., 0]
+    return images.flip(-1), mirrored
 
 
 def landmark_images(landmarks: torch.Tensor, size: int) -> torch.Tensor:
@@ -92,6 +101,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
     Item: "images", "landmark_images" (K+1, 3, S, S) in [-1, 1]; "landmarks" (K+1, 68, 2) pixels at S²;
     "frame_indices" (K+1,) long; "video_index" long scalar; "identity", "video" str. Frames 0..K-1 are
     embedded, frame K is the target.
+
+    `mirror_probability`: the chance that an episode's K+1 frames are all mirrored left to right (with their
+    landmarks, `mirror_frames`), drawn from the same RNG after the frames; 0 draws nothing, so the frames
+    drawn are the same with or without the option.
     """
 
     def __init__(
@@ -101,9 +114,13 @@ class EpisodeDataset(torch.utils.data.Dataset):
         shots: int = 8,
         image_size: int | None = None,
         seed: int = 0,
+        mirror_probability: float = 0.0,
     ):
         _check_size("shots", shots)
         _check_size("image_size", image_size)
+        if not 0.0 <= mirror_probability <= 1.0:
+            raise ValueError(f"mirror_probability must be in [0, 1], got {mirror_probability!r}")
+        self.mirror_probability = float(mirror_probability)
         self.root = Path(root)
         self.info = read_info(self.root)
         self.split = split
@@ -160,6 +177,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
         record = self.records[index]
         frame_ids = self.draw_frames(record.num_frames)
         images, landmarks = _read_video(self.root, record, frame_ids.tolist(), self.image_size)
+        if self.mirror_probability > 0 and float(torch.rand(())) < self.mirror_probability:
+            images, landmarks = mirror_frames(images, landmarks)
         return {
             "images": images,
             "landmark_images": landmark_images(landmarks, self.image_size),

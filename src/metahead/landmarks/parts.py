@@ -32,6 +32,27 @@ RIGHT_EYE = slice(36, 42)  # the subject's right eye: image left in a frontal vi
 LEFT_EYE = slice(42, 48)
 
 
+def _mirror_order() -> tuple[int, ...]:
+    """MIRROR_ORDER[i]: the landmark that point i becomes in a horizontally mirrored face (the subject's
+    right brow is the mirrored face's left brow, and so on), so mirrored points re-indexed by it follow the
+    scheme again."""
+    pairs = [(i, 16 - i) for i in range(17)]  # jaw, walked from the other side
+    pairs += [(17 + i, 26 - i) for i in range(5)]  # brows
+    pairs += [(27 + i, 27 + i) for i in range(4)]  # nose bridge: on the axis
+    pairs += [(31 + i, 35 - i) for i in range(5)]  # nostrils
+    # Eyes: each contour starts at its outer corner (36, 45) and runs clockwise in the image.
+    pairs += list(zip(range(36, 42), (45, 44, 43, 42, 47, 46)))
+    pairs += [(48 + i, 54 - i) for i in range(7)]  # upper outer lip, corner to corner
+    pairs += [(55 + i, 59 - i) for i in range(5)]  # lower outer lip
+    pairs += [(60 + i, 64 - i) for i in range(5)]  # upper inner lip
+    pairs += [(65 + i, 67 - i) for i in range(3)]  # lower inner lip
+    order = dict(pairs) | {b: a for a, b in pairs}
+    return tuple(order[i] for i in range(NUM_LANDMARKS))
+
+
+MIRROR_ORDER = _mirror_order()
+
+
 def segments() -> list[tuple[int, int, int]]:
     """All line segments as (part index, landmark a, landmark b)."""
     out = []

@@ -110,7 +110,12 @@ def _train(
 
     # --- Episodes: K frames to embed + 1 target frame per training video ---------------------------------
     dataset = EpisodeDataset(
-        tc.data, split="train", shots=tc.shots, image_size=cfg.model.image_size, seed=tc.seed
+        tc.data,
+        split="train",
+        shots=tc.shots,
+        image_size=cfg.model.image_size,
+        seed=tc.seed,
+        mirror_probability=tc.mirror_probability,
     )
     num_videos = dataset.num_videos
     if state is not None and state["num_videos"] != num_videos:
