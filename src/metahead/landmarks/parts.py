@@ -40,7 +40,8 @@ def _mirror_order() -> tuple[int, ...]:
     pairs += [(17 + i, 26 - i) for i in range(5)]  # brows
     pairs += [(27 + i, 27 + i) for i in range(4)]  # nose bridge: on the axis
     pairs += [(31 + i, 35 - i) for i in range(5)]  # nostrils
-    # Eyes: each contour starts at its outer corner (36, 45) and runs clockwise in the image.
+    # Eyes run clockwise in the image from their image-left corner (36 outer, 42 inner): outer to outer, inner
+    # to inner, upper lid to upper lid.
     pairs += list(zip(range(36, 42), (45, 44, 43, 42, 47, 46)))
     pairs += [(48 + i, 54 - i) for i in range(7)]  # upper outer lip, corner to corner
     pairs += [(55 + i, 59 - i) for i in range(5)]  # lower outer lip
