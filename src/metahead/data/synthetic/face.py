@@ -17,6 +17,7 @@ import numpy as np
 
 from metahead.data.synthetic.geometry import normalize, smoothstep
 from metahead.data.synthetic.identity import FaceShape
+from metahead.landmarks.parts import MIRROR_ORDER
 
 MAX_JAW_ANGLE = 0.17  # radians of jaw rotation at jaw = 1 (a wide-open mouth)
 
@@ -150,6 +151,15 @@ class LandmarkLayout:
     jaw_follow: np.ndarray  # (T, 68) 0..1, rotation weight with the jaw
 
 
+def _mirror_onto(points: slice, x: np.ndarray, y: np.ndarray, lift: np.ndarray) -> None:
+    """Sets `points` (a part on the image-right side) to the mirror image, across x = 0, of their
+    counterparts on the other side (`parts.MIRROR_ORDER`): the face is built symmetric, expressions aside."""
+    counterparts = list(MIRROR_ORDER[points])
+    x[:, points] = -x[:, counterparts]
+    y[:, points] = y[:, counterparts]
+    lift[:, points] = lift[:, counterparts]
+
+
 def landmark_layout(shape: FaceShape, expr: Expression) -> LandmarkLayout:
     frames = len(expr)
     x = np.zeros((frames, 68))
@@ -187,10 +197,7 @@ def landmark_layout(shape: FaceShape, expr: Expression) -> LandmarkLayout:
     y[:, 40:41] = cy - lower * 0.92
     y[:, 41:42] = cy + 0.3 * shape.eye_tilt - lower
     lift[:, 36:42] = 0.012
-    mirror_eye = [39, 38, 37, 36, 41, 40]  # 42..47 mirror these
-    x[:, 42:48] = -x[:, mirror_eye]
-    y[:, 42:48] = y[:, mirror_eye]
-    lift[:, 42:48] = lift[:, mirror_eye]
+    _mirror_onto(slice(42, 48), x, y, lift)
 
     # Brows 17..21 (outer to inner), mirrored to 22..26 (inner to outer).
     t = np.linspace(0.0, 1.0, 5)  # 0 outer .. 1 inner
@@ -203,9 +210,7 @@ def landmark_layout(shape: FaceShape, expr: Expression) -> LandmarkLayout:
     x[:, 17:22] = outer_x + (inner_x - outer_x) * t + 0.02 * frown * t
     y[:, 17:22] = base + lift_up + 0.01 * smile
     lift[:, 17:22] = 0.012
-    x[:, 22:27] = -x[:, 21:16:-1]
-    y[:, 22:27] = y[:, 21:16:-1]
-    lift[:, 22:27] = lift[:, 21:16:-1]
+    _mirror_onto(slice(22, 27), x, y, lift)
 
     # Nose: bridge 27..30 (30 = tip), nostrils 31..35.
     bridge_top = cy + 0.01
