@@ -210,3 +210,48 @@ def test_dataset_folder(tmp_path):
     assert len(ds.reader(records[0])) == 3
     with pytest.raises(ValueError, match="split 'training'"):
         write_manifest(tmp_path, [VideoRecord("a", "v", "training", 3, "a/v")])
+
+
+def _small_dataset(root, people: int = 6) -> list[VideoRecord]:
+    """people identities with two 3-frame videos each, the last person in test."""
+    write_info(root, DatasetInfo(image_size=16, source="test"))
+    records = []
+    for p in range(people):
+        for v in range(2):
+            write_video(root, f"p{p}/v{v}", *_video(3, seed=10 * p + v))
+            split = "test" if p == people - 1 else "train"
+            records.append(VideoRecord(f"p{p}", f"v{v}", split, 3, f"p{p}/v{v}"))
+    write_manifest(root, records)
+    return records
+
+
+def test_resplit_holds_out_people_and_links_their_frames(tmp_path):
+    from metahead.cli import main
+    from metahead.data.resplit import resplit_dataset
+    from metahead.data.sources import assign_splits
+
+    source, out = tmp_path / "source", tmp_path / "parts" / "holdout"
+    records = _small_dataset(source)
+    manifest_before = (source / MANIFEST).read_bytes()
+    counts = resplit_dataset(source, out, test_fraction=0.4, seed=5, only_split="train")
+    # Only the source's training people, 2 of those 5 now test, drawn as `prepare` would draw them.
+    expected = assign_splits([r for r in records if r.split == "train"], test_fraction=0.4, seed=5)
+    assert read_manifest(out) == expected
+    assert counts == {"test": {"identities": 2, "videos": 4}, "train": {"identities": 3, "videos": 6}}
+    assert (source / MANIFEST).read_bytes() == manifest_before
+    held_out = Dataset(out).split("test")
+    assert {r.identity for r in held_out} <= {f"p{p}" for p in range(5)}
+    for rec in held_out:  # the frames read through the link are the source's
+        np.testing.assert_array_equal(
+            Dataset(out).reader(rec).read_frame(1), Dataset(source).reader(rec).read_frame(1)
+        )
+    # Named people instead of a fraction, through the CLI; a used folder is refused and left as it was.
+    names = tmp_path / "names.txt"
+    names.write_text("p0\np5  # already test in the source\n")
+    named = ["resplit", str(source), "--out", str(tmp_path / "named"), "--test-identities", str(names)]
+    assert main(named) == 0
+    assert {r.identity for r in Dataset(tmp_path / "named").split("test")} == {"p0", "p5"}
+    with pytest.raises(DataError, match="not an empty folder"):
+        resplit_dataset(source, out, test_fraction=0.5)
+    assert read_manifest(out) == expected
+    assert main(["resplit", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2

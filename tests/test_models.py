@@ -312,3 +312,42 @@ def test_attention_resolution_must_be_on_the_path() -> None:
         dataclasses.replace(tiny(), attention_up_resolution=0, attention_down_resolution=0)
     )
     assert len(no_attention.up_attention) == 0 and len(no_attention.down.attention) == 0
+
+
+class _StandInFaceNetwork(nn.Module):
+    """A small frozen stand-in for dlib's network: 150² chips in 0..255 -> 128 values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 128, 15, stride=15)
+
+    def forward(self, chips: torch.Tensor) -> torch.Tensor:
+        assert chips.shape[1:] == (3, 150, 150)
+        return self.conv(chips / 255).mean(dim=(2, 3))
+
+
+def test_identity_prior_starts_at_zero_learns_a_projection_and_keeps_the_face_network_frozen() -> None:
+    cfg = dataclasses.replace(tiny(), identity_prior="dlib")
+    face_network = _StandInFaceNetwork()
+    torch.manual_seed(0)
+    plain = Embedder(tiny()).eval()  # eval: spectral norm's power iteration stays put between calls
+    torch.manual_seed(0)
+    embedder = Embedder(cfg, face_network=face_network).eval()
+    frames, landmarks = random_images(4, 32, 1), random_images(4, 32, 2)
+    # A new model with the prior embeds exactly as one without it.
+    torch.testing.assert_close(embedder(frames, landmarks), plain(frames, landmarks))
+    person, _ = embed_person(embedder, frames.view(2, 2, 3, 32, 32), landmarks.view(2, 2, 3, 32, 32))
+    person.square().sum().backward()
+    prior = embedder.identity_prior
+    assert prior.projection.weight.grad.abs().sum() > 0  # the projection learns from the first step
+    assert all(p.grad is None and not p.requires_grad for p in prior.network.parameters())
+    # Once learned, the projection adds the frames' descriptors: a different face, a different embedding.
+    with torch.no_grad():
+        prior.projection.weight.normal_()
+        descriptors = prior.descriptors(frames)
+        added = embedder(frames, landmarks) - plain(frames, landmarks)
+    torch.testing.assert_close(added, descriptors @ prior.projection.weight.T, rtol=1e-4, atol=1e-4)
+    assert descriptors.norm(dim=1).allclose(torch.full((4,), 128**0.5))
+    assert not torch.allclose(added[0], added[1])
+    with pytest.raises(ValueError, match="identity_prior"):
+        Embedder(dataclasses.replace(tiny(), identity_prior="arcface"))

@@ -651,3 +651,17 @@ def test_discriminator_balance_reads_the_last_fifth_of_the_log():
     balance = discriminator_balance(records)
     assert balance == {"score_gap": 3.0, "discriminator_loss": 0.5, "from_step": 8.0}
     assert math.isnan(discriminator_balance([])["score_gap"])
+
+
+def test_identity_prior_trains_only_its_projection_and_round_trips(tiny_data, tmp_path):
+    from metahead.training.meta import train
+
+    run = train(tiny_config(tiny_data, tmp_path / "run", "train.steps=2", "model.identity_prior=dlib"))
+    embedder, _, _, cfg = checkpoint.load_model(run / "model.pt")
+    assert cfg.model.identity_prior == "dlib"
+    prior = embedder.identity_prior
+    assert prior.projection.weight.abs().sum() > 0  # moved off its zero start in two steps
+    # dlib's network is saved as loaded: the trainer's optimizer never touched it
+    fresh = type(prior.network).from_dlib_file()
+    for (name, saved), original in zip(prior.network.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(saved, original), name

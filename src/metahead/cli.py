@@ -26,6 +26,32 @@ def _add_device_and_amp(
     p.add_argument("--amp", choices=list(amp_choices), default=amp_default, help=amp_help)
 
 
+def _add_split_choice(p: argparse.ArgumentParser) -> None:
+    """Which identities are test: --split-file, --test-identities or --test-fraction/--seed (_split_of)."""
+    p.add_argument("--split-file", help="identity splits: vox1_meta.csv / vox2_meta.csv, or 'id split' lines")
+    p.add_argument("--test-identities", help="file listing test identities (all others train)")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="without a split file: hold out this fraction of identities as test (0)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --test-fraction split")
+
+
+def _split_of(args) -> dict[str, str] | None:
+    """The named splits of _add_split_choice's files, or None for --test-fraction."""
+    from metahead.data import sources
+
+    if args.split_file and args.test_identities:
+        raise ValueError("give --split-file or --test-identities, not both")
+    if args.split_file:
+        return sources.read_split_file(args.split_file)
+    if args.test_identities:
+        return {name: "test" for name in sources.read_identity_list(args.test_identities)}
+    return None
+
+
 # --- commands -----------------------------------------------------------------------------------------------
 
 
@@ -196,15 +222,7 @@ def _add_prepare(sub) -> None:
         default="path,identity",
         help="KEY,IDENTITY columns, e.g. file,person_id_guess for real-dev's MANIFEST.tsv",
     )
-    p.add_argument("--split-file", help="identity splits: vox1_meta.csv / vox2_meta.csv, or 'id split' lines")
-    p.add_argument("--test-identities", help="file listing test identities (all others train)")
-    p.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.0,
-        help="without a split file: hold out this fraction of identities as test (0)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the --test-fraction split")
+    _add_split_choice(p)
     p.add_argument("--contact-sheet", help="also write a sheet of landmark overlays, e.g. out/sheet.jpg")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_prepare)
@@ -230,14 +248,7 @@ def _run_prepare(args) -> int:
         key, _, ident = args.identity_map_columns.partition(",")
         identity_map = sources.read_identity_map(args.identity_map, key, ident or "identity")
     items = sources.apply_identities(items, args.identity, identity_map)
-    if args.split_file and args.test_identities:
-        raise ValueError("give --split-file or --test-identities, not both")
-    split_of = None
-    if args.split_file:
-        split_of = sources.read_split_file(args.split_file)
-    elif args.test_identities:
-        split_of = {name: "test" for name in sources.read_identity_list(args.test_identities)}
-    items = sources.assign_splits(items, split_of, args.test_fraction, args.seed)
+    items = sources.assign_splits(items, _split_of(args), args.test_fraction, args.seed)
     summary = prepare_dataset(
         items, args.out, cfg, workers=args.workers, shard=shard, retry_rejects=args.retry_rejects,
         progress=not args.no_progress,
@@ -273,6 +284,37 @@ def _run_merge_shards(args) -> int:
         from metahead.data.contact_sheet import make_contact_sheet
 
         print(f"contact sheet: {make_contact_sheet(args.out, args.contact_sheet)}")
+    return 0
+
+
+def _add_resplit(sub) -> None:
+    p = sub.add_parser(
+        "resplit",
+        help="a dataset with its identities split again (e.g. hold out training people), videos linked",
+        description="Write a new dataset folder whose manifest splits SOURCE's identities again and whose "
+        "videos/ links to SOURCE's: a validation set of unseen people to choose training settings on, "
+        "without preparing the videos again. See docs/training.md.",
+    )
+    p.add_argument("source", help="a dataset folder (made by prepare or synth)")
+    p.add_argument("--out", required=True, help="the new dataset folder (must not exist, or be empty)")
+    _add_split_choice(p)
+    p.add_argument(
+        "--only-split",
+        choices=["train", "test", "dev"],
+        help="keep only SOURCE's videos of this split (e.g. train: hold out some of its training people)",
+    )
+    p.set_defaults(func=_run_resplit)
+
+
+def _run_resplit(args) -> int:
+    from metahead.data.resplit import resplit_dataset
+
+    counts = resplit_dataset(
+        args.source, args.out, _split_of(args), args.test_fraction, args.seed, only_split=args.only_split
+    )
+    for split, count in counts.items():
+        print(f"{split}: {count['identities']} identities, {count['videos']} videos")
+    print(f"dataset: {args.out} (videos linked to {args.source})")
     return 0
 
 
@@ -758,6 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_merge_shards(sub)
+    _add_resplit(sub)
     _add_synth(sub)
     _add_train(sub)
     _add_avatar(sub)

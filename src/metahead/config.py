@@ -45,6 +45,12 @@ class ModelConfig:
     # without passing the bottleneck. Small CPU models learn the face's fine parts far sooner with them
     # (docs/training.md, "Encoder skips and the Laplacian loss").
     generator_skips: bool = False
+    # A pretrained identity prior in E (not in the paper): "dlib" adds to each frame's embedding ê(k) a
+    # learned projection of dlib's face descriptor of the frame (a network trained on ~3M faces), as
+    # SimSwap and FaceShifter feed ArcFace's identity into AdaIN; 131 real training people teach E and P
+    # little identity for FF. "none": E alone (the paper). In no preset: on held-out real-train people FF's
+    # CSIM moved +0.005 (7/12), within checkpoint noise, at 0.7x the steps/s (docs/networks.md).
+    identity_prior: str = "none"
     discriminator_final_resolution: int = 4  # paper: one extra residual block at 4x4
     embedder_final_resolution: int = 4  # E's down path ends where D's does (paper: same blocks as D's V)
     spectral_norm: bool = True  # paper: on every conv and linear layer, P included
@@ -197,6 +203,7 @@ class ExperimentConfig:
 
 VIDEO_EMBEDDING_INITS = ("embedder", "centred", "random")  # train.video_embedding_init
 GENERATOR_UP_WIDTHS = ("lab", "mirror")  # model.generator_up_widths
+IDENTITY_PRIORS = ("none", "dlib")  # model.identity_prior
 
 # Fields added after config files were first written, with the value an older file meant by leaving
 # them out (so that old runs, model files and avatars load as what they were).

