@@ -37,10 +37,8 @@ def resplit_dataset(
         raise DataError(f"{source / MANIFEST}: {where}the manifest lists no videos")
     if not (source / VIDEOS).is_dir():
         raise DataError(f"{source / VIDEOS}: missing; {source} has no videos folder to link to")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # SOURCE itself included
         raise DataError(f"{out}: exists and is not an empty folder; choose a new one")
-    if out.resolve() == source.resolve():
-        raise DataError(f"{out}: is the source dataset; choose a new folder")
     records = assign_splits(records, split_of, test_fraction, seed)
 
     out.mkdir(parents=True, exist_ok=True)
