@@ -32,6 +32,7 @@ FORMAT_NAME = "metahead-dataset"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.csv"
 INFO = "dataset.json"
+VIDEOS = "videos"  # DATA/videos/<path>/...
 SPLITS = ("train", "test", "dev")
 FRAME_CODECS = ("jpeg", "png")
 
@@ -177,7 +178,7 @@ def read_manifest(root: str | os.PathLike, split: str | None = None) -> list[Vid
 
 
 def video_dir(root: str | os.PathLike, rel_path: str) -> Path:
-    return Path(root) / "videos" / rel_path
+    return Path(root) / VIDEOS / rel_path
 
 
 def encode_image(image: np.ndarray, codec: str = "jpeg", quality: int = 95) -> bytes:

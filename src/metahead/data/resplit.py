@@ -11,10 +11,16 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from metahead.data.format import MANIFEST, DataError, read_info, read_manifest, write_info, write_manifest
+from metahead.data.format import (
+    MANIFEST,
+    VIDEOS,
+    DataError,
+    read_info,
+    read_manifest,
+    write_info,
+    write_manifest,
+)
 from metahead.data.sources import assign_splits
-
-VIDEOS = "videos"
 
 
 def resplit_dataset(
