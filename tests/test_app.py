@@ -27,7 +27,8 @@ from metahead.app.service import AppService
 from metahead.app.settings import AppConfig
 from metahead.app.uploads import AppInputError, check_photos, check_video
 from metahead.avatar import Avatar
-from metahead.cli import _app_config, build_parser
+from metahead.cli import build_parser
+from metahead.cli.serve import app_config
 from metahead.landmarks.detect import make_detector
 from metahead.live import synthetic_camera_clip, synthetic_camera_frames
 
@@ -95,12 +96,12 @@ def test_cli_maps_flags_onto_the_config() -> None:
     assert args.command == "app" and args.func.__name__ == "_run_app"
     assert (args.model, args.port, args.max_photos, args.max_video_seconds) == ("m.pt", 7999, 4, 3.0)
     assert args.host == "127.0.0.1"  # this machine only, unless asked
-    cfg = _app_config(args)
+    cfg = app_config(args)
     assert (cfg.port, cfg.max_photos, cfg.max_finetune_steps) == (7999, 4, AppConfig().max_finetune_steps)
     assert cfg.live_stream_every == pytest.approx(1 / 30)  # the Live tab sends up to 30 frames a second
-    assert _app_config(build_parser().parse_args(["app", "--live-fps", "20"])).live_stream_every == 0.05
+    assert app_config(build_parser().parse_args(["app", "--live-fps", "20"])).live_stream_every == 0.05
     with pytest.raises(ValueError, match="--live-fps"):
-        _app_config(build_parser().parse_args(["app", "--live-fps", "0"]))
+        app_config(build_parser().parse_args(["app", "--live-fps", "0"]))
 
 
 def test_without_model_the_demo_model_is_used_or_missing_is_explained(tmp_path, monkeypatch) -> None:
