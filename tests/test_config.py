@@ -92,7 +92,9 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         "finetune.adam_betas": (0.9, 0.999),
     },
     "real-64": {
-        **DEMO_MODEL,
+        **{k: v for k, v in DEMO_MODEL.items() if k != "model.generator_up_widths"},  # "lab", the default
+        "model.base_channels": 32,
+        "model.max_channels": 256,
         "loss.allow_offline": True,
         "loss.identity_network": "none",
         "loss.match_weight": 1.0,

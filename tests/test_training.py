@@ -334,6 +334,9 @@ def test_wrong_format_and_missing_file(tmp_path):
         checkpoint.load_state(tmp_path / "x.pt")
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         checkpoint.load_model(tmp_path / "nope.pt")
+    expected = "expected 'metahead-model' or 'metahead-training-state'"
+    with pytest.raises(checkpoint.CheckpointError, match=expected):
+        checkpoint.load_model(tmp_path / "x.pt")
 
 
 # --- The loop -----------------------------------------------------------------------------------------
@@ -395,6 +398,15 @@ def test_train_tiny_run_writes_everything(tiny_data, tmp_path):
         assert (after != before).any(dim=1).sum() == 1  # batch 1: exactly one video's row
     e, g, d, cfg = checkpoint.load_model(run / "model.pt")
     assert cfg.train.steps == 4
+    # Any kept training state loads as the model file of its step: the last one as model.pt itself (but
+    # D-lite's placeholder W, drawn afresh at each load).
+    from_state = checkpoint.load_model(checkpoint.latest_state(run))
+    for net, again in zip((e, g, d), from_state[:3]):
+        for (k, a), b in zip(net.state_dict().items(), again.state_dict().values()):
+            placeholder = k.startswith(checkpoint.VIDEO_EMBEDDINGS_PREFIX)
+            assert placeholder or torch.equal(a, b), (type(net).__name__, k)
+    earlier = checkpoint.load_model(checkpoint.list_states(run)[0][1])[1]
+    assert not all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), earlier.state_dict().values()))
 
 
 def test_resume_continues_exactly(tiny_data, tmp_path):
@@ -617,6 +629,8 @@ def test_ema_run_writes_the_average_to_the_model_file_and_resumes_exactly(tiny_d
     averaged = state["averaged"]["generator"][f"module.{key}"]
     _, generator, _, _ = checkpoint.load_model(straight / "model.pt")
     assert torch.equal(dict(generator.named_parameters())[key], averaged)
+    _, from_state, _, _ = checkpoint.load_model(checkpoint.latest_state(straight))
+    assert torch.equal(dict(from_state.named_parameters())[key], averaged)  # a state renders its average too
     assert not torch.equal(live, averaged)  # the model file holds the average, not the last step's weights
     halves = tmp_path / "halves"
     train(tiny_config(tiny_data, halves, *settings, "train.steps=2"))

@@ -247,14 +247,18 @@ def load_model(
 ) -> tuple[nn.Module, nn.Module, nn.Module, ExperimentConfig]:
     """(E, G, D-lite, cfg) from a model file, all in eval mode on `map_location`.
 
-    D-lite is a Discriminator whose W has a single placeholder row: it is meant for
-    forward_with_embedding (fine-tuning's w' = w0 + ê_NEW), never for a training video's W_i.
+    A training state (RUN/checkpoints/state-STEP.pt) is read as the model file its step would have written,
+    so that any kept step can be evaluated or made into avatars. D-lite is a Discriminator whose W has a
+    single placeholder row: it is meant for forward_with_embedding (fine-tuning's w' = w0 + ê_NEW), never
+    for a training video's W_i.
     """
     from metahead.models.discriminator import Discriminator
     from metahead.models.embedder import Embedder
     from metahead.models.generator import Generator
 
-    state = _load(path, map_location, MODEL_FORMAT)
+    state = _load(path, map_location, (MODEL_FORMAT, STATE_FORMAT))
+    if state["format"] == STATE_FORMAT:
+        state = _model_state_of_training_state(state, path)
     try:
         cfg = ExperimentConfig.from_dict(state["config"])
     except (KeyError, TypeError, ValueError) as err:
@@ -276,7 +280,42 @@ def load_model(
     return embedder, generator, discriminator, cfg
 
 
-def _load(path: str | os.PathLike, map_location: str | torch.device, expected_format: str) -> dict[str, Any]:
+def _model_state_of_training_state(state: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """What save_model writes at a training state's step: E and G as the run renders them (their running
+    averages when it keeps them), D without W."""
+    try:
+        networks = state["networks"]
+        averaged = state.get("averaged") or {}
+        rendered = {
+            name: _unwrap_average(averaged[name]) if name in averaged else networks[name]
+            for name in ("embedder", "generator")
+        }
+        return {
+            "format": MODEL_FORMAT,
+            "version": state.get("version", FORMAT_VERSION),
+            "step": state["step"],
+            "config": state["config"],
+            "content_loss": state.get("content_loss"),
+            "num_videos": state["num_videos"],
+            **rendered,
+            "discriminator": {
+                name: weights
+                for name, weights in networks["discriminator"].items()
+                if not name.startswith(VIDEO_EMBEDDINGS_PREFIX)
+            },
+        }
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{path}: training state lacks its networks ({err!r})") from err
+
+
+def _unwrap_average(averaged: dict[str, Any]) -> dict[str, Any]:
+    """An AveragedModel's state dict as the averaged network's own (no `module.` prefix, no count)."""
+    return {k.removeprefix("module."): v for k, v in averaged.items() if k.startswith("module.")}
+
+
+def _load(
+    path: str | os.PathLike, map_location: str | torch.device, expected_format: str | tuple[str, ...]
+) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -284,9 +323,10 @@ def _load(path: str | os.PathLike, map_location: str | torch.device, expected_fo
         state = read_weights_file(path, map_location=map_location)
     except UnreadableFile as err:
         raise CheckpointError(f"{path}: not a readable metahead checkpoint: {err}") from None
-    if not isinstance(state, dict) or state.get("format") != expected_format:
+    expected = (expected_format,) if isinstance(expected_format, str) else expected_format
+    if not isinstance(state, dict) or state.get("format") not in expected:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: format is {found!r}, expected {expected_format!r}")
+        raise CheckpointError(f"{path}: format is {found!r}, expected {' or '.join(map(repr, expected))}")
     if state.get("version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {state['version']} is newer than this metahead ({FORMAT_VERSION})"
