@@ -152,7 +152,7 @@ def save_state(
 
 def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a training state written by save_state (weights only: no code runs)."""
-    state = _load(path, map_location, STATE_FORMAT)
+    state = _load(path, map_location, (STATE_FORMAT,))
     for key in ("step", "config", "networks", "optimizers", "rng", "num_videos"):
         if key not in state:
             raise CheckpointError(f"{path}: training state lacks {key!r}")
@@ -210,17 +210,33 @@ def model_state(
 ) -> dict[str, Any]:
     """The model file's contents: E, G (with P), D's V, w0 and b; W (num_videos × N) left out; the content
     loss it was trained with (ContentLoss.record), for the record."""
+    weights = {
+        "embedder": embedder.state_dict(),
+        "generator": generator.state_dict(),
+        "discriminator": discriminator.state_dict(),
+    }
+    return _model_contents(cfg.to_dict(), weights, num_videos, step, content_loss)
+
+
+def _model_contents(
+    config: dict[str, Any],
+    weights: dict[str, dict[str, Any]],
+    num_videos: int,
+    step: int,
+    content_loss: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """model_state's dict from the networks' state dicts (D's W dropped here)."""
     return {
         "format": MODEL_FORMAT,
         "version": FORMAT_VERSION,
         "step": step,
-        "config": cfg.to_dict(),
+        "config": config,
         "content_loss": content_loss,
         "num_videos": num_videos,
-        "embedder": embedder.state_dict(),
-        "generator": generator.state_dict(),
+        "embedder": weights["embedder"],
+        "generator": weights["generator"],
         "discriminator": {
-            k: v for k, v in discriminator.state_dict().items() if not k.startswith(VIDEO_EMBEDDINGS_PREFIX)
+            k: v for k, v in weights["discriminator"].items() if not k.startswith(VIDEO_EMBEDDINGS_PREFIX)
         },
     }
 
@@ -284,26 +300,12 @@ def _model_state_of_training_state(state: dict[str, Any], path: str | os.PathLik
     """What save_model writes at a training state's step: E and G as the run renders them (their running
     averages when it keeps them), D without W."""
     try:
-        networks = state["networks"]
-        averaged = state.get("averaged") or {}
-        rendered = {
-            name: _unwrap_average(averaged[name]) if name in averaged else networks[name]
-            for name in ("embedder", "generator")
-        }
-        return {
-            "format": MODEL_FORMAT,
-            "version": state.get("version", FORMAT_VERSION),
-            "step": state["step"],
-            "config": state["config"],
-            "content_loss": state.get("content_loss"),
-            "num_videos": state["num_videos"],
-            **rendered,
-            "discriminator": {
-                name: weights
-                for name, weights in networks["discriminator"].items()
-                if not name.startswith(VIDEO_EMBEDDINGS_PREFIX)
-            },
-        }
+        weights = dict(state["networks"])
+        for name, averaged in (state.get("averaged") or {}).items():
+            weights[name] = _unwrap_average(averaged)
+        return _model_contents(
+            state["config"], weights, state["num_videos"], state["step"], state.get("content_loss")
+        )
     except (KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path}: training state lacks its networks ({err!r})") from err
 
@@ -314,7 +316,7 @@ def _unwrap_average(averaged: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load(
-    path: str | os.PathLike, map_location: str | torch.device, expected_format: str | tuple[str, ...]
+    path: str | os.PathLike, map_location: str | torch.device, expected_formats: tuple[str, ...]
 ) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
@@ -323,10 +325,11 @@ def _load(
         state = read_weights_file(path, map_location=map_location)
     except UnreadableFile as err:
         raise CheckpointError(f"{path}: not a readable metahead checkpoint: {err}") from None
-    expected = (expected_format,) if isinstance(expected_format, str) else expected_format
-    if not isinstance(state, dict) or state.get("format") not in expected:
+    if not isinstance(state, dict) or state.get("format") not in expected_formats:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: format is {found!r}, expected {' or '.join(map(repr, expected))}")
+        raise CheckpointError(
+            f"{path}: format is {found!r}, expected {' or '.join(map(repr, expected_formats))}"
+        )
     if state.get("version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {state['version']} is newer than this metahead ({FORMAT_VERSION})"
