@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from app_inputs import blank_photo, person_video, photos, text_file, tiny_model, two_people_photo
+from metahead import perf
 from metahead.app.live import LiveSessions
 from metahead.app.model_lookup import (
     IN_CHECKOUT,
@@ -84,6 +85,7 @@ def test_config_refuses_impossible_limits() -> None:
         {"concurrency": 0},
         {"port": 70000},
         {"live_stream_every": 0},
+        {"finetune_amp": "fp16"},
     ):
         with pytest.raises(ValueError, match="AppConfig"):
             AppConfig(**bad)
@@ -100,6 +102,8 @@ def test_cli_maps_flags_onto_the_config() -> None:
     assert (cfg.port, cfg.max_photos, cfg.max_finetune_steps) == (7999, 4, AppConfig().max_finetune_steps)
     assert cfg.live_stream_every == pytest.approx(1 / 30)  # the Live tab sends up to 30 frames a second
     assert app_config(build_parser().parse_args(["app", "--live-fps", "20"])).live_stream_every == 0.05
+    assert cfg.finetune_amp == "auto"  # bf16 fine-tuning only where the hardware has it
+    assert app_config(build_parser().parse_args(["app", "--amp", "none"])).finetune_amp == "none"
     with pytest.raises(ValueError, match="--live-fps"):
         app_config(build_parser().parse_args(["app", "--live-fps", "0"]))
 
@@ -229,6 +233,8 @@ def test_make_ft_avatar_from_photos(ft_avatar, service, inputs) -> None:
     assert ft_avatar.avatar_path.parent.parent == service.work_dir / "jobs"
     avatar = Avatar.load(ft_avatar.avatar_path)  # a complete avatar file
     assert avatar.mode == "ft" and avatar.info["finetune"]["steps"] == 2
+    # the page's "auto" became what this machine computes: bf16 only with native bf16
+    assert avatar.info["finetune"]["amp"] == ("bf16" if perf.cpu_has_native_bf16() else "none")
     assert avatar.info["sources"] == [p.name for p in inputs["photos"]]
     assert avatar.info["model"] == str(inputs["model"].resolve())
     assert ft_avatar.crops.shape == (3, 32, 32, 3) and ft_avatar.curve_png.is_file()

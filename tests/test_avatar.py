@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from metahead import perf
 from metahead.avatar import (
     AVATAR_VERSION,
     Avatar,
@@ -148,6 +149,7 @@ def test_finetuned_avatar_changes_g_but_not_the_model(networks, tmp_path) -> Non
                           steps=2)  # fmt: skip
     assert (raised.info["finetune"]["steps"], exact.info["finetune"]["steps"]) == (3, 2)
     assert avatar.info["finetune"]["seconds"] > 0  # recorded (the demo page shows it)
+    assert avatar.info["finetune"]["amp"] == "none"  # the library's default: fp32 unless asked
     assert curve.is_file() and curve.with_suffix(".png").is_file()
     assert not torch.equal(avatar.adain_params, ff.adain_params)  # ψ' moved away from P ê
     for key, value in generator.state_dict().items():
@@ -348,6 +350,9 @@ def test_cli_avatar_and_animate(model_file, tmp_path) -> None:
         "--out", str(avatar_path), "--steps", "1", "--no-progress", "--device", "cpu",
     ]) == 0  # fmt: skip
     assert avatar_path.is_file()
+    # --amp auto by default: bf16 fine-tuning only on hardware with native bf16
+    expected_amp = "bf16" if perf.cpu_has_native_bf16() else "none"
+    assert Avatar.load(avatar_path).info["finetune"]["amp"] == expected_amp
     assert (tmp_path / "p0.avatar.finetune.json").is_file() and (
         tmp_path / "p0.avatar.finetune.png"
     ).is_file()

@@ -227,7 +227,7 @@ class AppService:
                 warnings.simplefilter("always", InputWarning)
                 avatar = Avatar.create(
                     model.networks, frames=faces.frames, landmarks=faces.landmarks, finetune=mode == "ft",
-                    steps=steps, device=self.device, progress=progress is not None,
+                    steps=steps, device=self.device, amp=self.cfg.finetune_amp, progress=progress is not None,
                     curve_path=folder / "finetune.json" if mode == "ft" and steps > 0 else None,
                 )  # fmt: skip
             notes += [str(w.message) for w in caught if issubclass(w.category, InputWarning)]

@@ -328,6 +328,7 @@ class Avatar:
                 **dataclasses.asdict(cfg.finetune),
                 **ft.summarise_history(result.history),
                 "seconds": round(time.perf_counter() - started, 1),  # the fine-tuning alone
+                "amp": perf.resolve_amp(amp, device),  # what "auto" became on this machine
             }
             if curve_path is not None:
                 curve = Path(curve_path)

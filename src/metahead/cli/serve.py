@@ -37,6 +37,10 @@ def _add_app(sub) -> None:
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: the cores idle now)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument(
+        "--amp", choices=["none", "bf16", "auto"], default="auto",
+        help="bf16 autocast while fine-tuning (auto: only where the hardware has bf16)",
+    )  # fmt: skip
     p.set_defaults(func=_run_app)
 
 
@@ -53,7 +57,7 @@ def app_config(args):
         work_dir=Path(args.work_dir) if args.work_dir else None, device=args.device, threads=args.threads,
         concurrency=args.concurrency, max_photos=args.max_photos, max_upload_mb=args.max_upload_mb,
         max_video_seconds=args.max_video_seconds, max_finetune_steps=args.max_steps,
-        live_stream_every=1.0 / args.live_fps,
+        live_stream_every=1.0 / args.live_fps, finetune_amp=args.amp,
     )  # fmt: skip
 
 
