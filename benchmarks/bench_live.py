@@ -16,6 +16,7 @@ speed does not depend on training.
     python benchmarks/bench_live.py --clip ../shared/data/real-dev/video/liveportrait_d11.mp4   # a real face
     python benchmarks/bench_live.py --pipeline      # tracking in its own thread (metahead live --pipeline)
     python benchmarks/bench_live.py --fps 30        # a 30 fps camera: does the loop keep up with 30?
+    python benchmarks/bench_live.py --presets real-64 --threads 1 --amp none bf16   # rendering in bf16 too
 
 HOG finds the synthetic faces only from about 190 px, so with the synthetic clip the tracker's checks in a
 small window near the face often fall back on full-frame detections; a real face is found from ~80 px.
@@ -50,18 +51,20 @@ from metahead.models import Discriminator, Embedder, Generator
 WINDOW_SECONDS = 10.0
 
 
-def untrained_avatar(name: str) -> Avatar:
+def untrained_avatar(name: str, amp: str = "none") -> Avatar:
     """A feed-forward avatar of a synthetic person, from 4 frames, with the preset's networks untrained."""
     cfg = preset_with_overrides(name)  # "demo" or "demo:model.generator_upsampling=nearest"
     torch.manual_seed(0)
     networks = (Embedder(cfg.model), Generator(cfg.model), Discriminator(cfg.model, num_videos=1), cfg)
     frames, marks = render_video(11, 0, 0, 4, cfg.model.image_size)
-    return Avatar.create(networks, frames=frames, landmarks=marks, finetune=False, progress=False)
+    return Avatar.create(networks, frames=frames, landmarks=marks, finetune=False, progress=False, amp=amp)
 
 
-def run(name: str, threads: int, clip: Path, seconds: float, pipeline: bool = False) -> dict:
+def run(
+    name: str, threads: int, clip: Path, seconds: float, pipeline: bool = False, amp: str = "none"
+) -> dict:
     torch.set_num_threads(threads)
-    avatar = untrained_avatar(name)
+    avatar = untrained_avatar(name, amp)  # renders with this autocast (the avatar's own setting)
     session = LiveSession(avatar, LiveConfig())
     out_latency: list[tuple[float, float]] = []  # (seconds since start, frame in → JPEG out)
     started = time.monotonic()
@@ -86,6 +89,7 @@ def run(name: str, threads: int, clip: Path, seconds: float, pipeline: bool = Fa
     elapsed = float(times[-1] - times[0]) if len(times) > 1 else 0.0
     return {
         "preset": name,
+        "amp": amp,
         "image_size": avatar.image_size,
         "threads": threads,
         "pipeline": pipeline,
@@ -115,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", action="store_true", help="track and render in two threads")
     parser.add_argument("--fps", type=float, default=25.0, help="the synthetic camera's frame rate")
     parser.add_argument(
+        "--amp", nargs="+", default=["none"], choices=["none", "bf16", "auto"], help="rendering autocast(s)"
+    )
+    parser.add_argument(
         "--clip", type=Path, help="drive with this video (a real face), not the synthetic one"
     )
     args = parser.parse_args(argv)
@@ -123,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             Path(folder) / "camera.mp4", seconds=8.0, fps=args.fps, width=640, height=480, face=240
         )
         results = [
-            run(name, threads, clip, args.seconds, args.pipeline)
+            run(name, threads, clip, args.seconds, args.pipeline, amp)
             for name in args.presets
             for threads in args.threads
+            for amp in args.amp
         ]
     clip_name = str(args.clip or f"synthetic 640x480 at {args.fps:g} fps")
     summary = {"live": results, "clip": clip_name, "cpu_count": os.cpu_count()}

@@ -398,6 +398,7 @@ def test_metahead_live_replays_a_clip_records_and_reports(avatar, tmp_path, caps
     assert "frames/s" in out and "latency median" in out and "recorded:" in out
     figures = json.loads(stats.read_text())
     assert figures["frames"] > 0 and figures["source_frames"] == 50
+    assert figures["amp"] == "none"  # rendering in fp32 unless --amp asks
     assert figures["tracker"]["full_detections"] >= 1 and figures["retargeted"]
     # real time: the recording lasts as long as the clip, whatever was dropped
     assert _count_frames(tmp_path / "live.mp4") == 50
