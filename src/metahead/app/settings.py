@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from metahead import perf
+
 
 @dataclass
 class AppConfig:
@@ -50,7 +52,8 @@ class AppConfig:
                 raise ValueError(f"AppConfig.{name} must be positive, got {getattr(self, name)}")
         if self.concurrency < 1 or self.max_finetune_steps < 0 or self.csim_frames < 0:
             raise ValueError("AppConfig: concurrency >= 1, max_finetune_steps >= 0 and csim_frames >= 0")
-        if self.finetune_amp not in ("none", "bf16", "auto"):  # perf.AMP_MODES, without importing torch here
-            raise ValueError(f"AppConfig.finetune_amp must be none, bf16 or auto, got {self.finetune_amp!r}")
+        if self.finetune_amp not in perf.AMP_MODES:
+            modes = ", ".join(perf.AMP_MODES)
+            raise ValueError(f"AppConfig.finetune_amp must be one of {modes}, got {self.finetune_amp!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"AppConfig.port must be 0..65535, got {self.port}")

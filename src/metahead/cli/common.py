@@ -18,7 +18,17 @@ def add_device_and_amp(
 ) -> None:
     """--device (resolved by resolve_device) and --amp."""
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument("--amp", choices=list(amp_choices), default=amp_default, help=amp_help)
+    add_amp(p, amp_help, amp_default, amp_choices)
+
+
+def add_amp(
+    p: argparse.ArgumentParser,
+    help: str,
+    default: str = "none",
+    choices: tuple[str, ...] = ("none", "bf16", "auto"),  # perf.AMP_MODES (this module does not import torch)
+) -> None:
+    """--amp: bf16 autocast or not (perf.autocast_context)."""
+    p.add_argument("--amp", choices=list(choices), default=default, help=help)
 
 
 def add_split_choice(p: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metahead.cli.common import resolve_device
+from metahead.cli.common import add_amp, resolve_device
 
 
 def add_commands(sub) -> None:
@@ -37,10 +37,7 @@ def _add_app(sub) -> None:
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: the cores idle now)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument(
-        "--amp", choices=["none", "bf16", "auto"], default="auto",
-        help="bf16 autocast while fine-tuning (auto: only where the hardware has bf16)",
-    )  # fmt: skip
+    add_amp(p, "bf16 autocast while fine-tuning (auto: only where the hardware has bf16)", default="auto")
     p.set_defaults(func=_run_app)
 
 
@@ -115,12 +112,12 @@ def _add_live(sub) -> None:
         help="track the next frame in a second thread while rendering this one (two cores)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument(
-        "--amp", choices=["none", "bf16", "auto"], default="none",
-        help="bf16 autocast while rendering (none, the default: on AVX-512-BF16 CPUs without AMX bf16 "
-        "rendered one small frame slower; auto: bf16 where the hardware has it, 0.8x the latency of the "
-        "wide real-64 on an AMX CPU, docs/app.md)",
-    )  # fmt: skip
+    add_amp(
+        p,
+        "bf16 autocast while rendering (none, the default: on AVX-512-BF16 CPUs without AMX bf16 rendered "
+        "one small frame slower; auto: bf16 where the hardware has it, 0.8x the latency of the wide real-64 "
+        "on an AMX CPU, docs/app.md)",
+    )
     p.add_argument("--stats-json", metavar="PATH", help="write the figures and per-frame latencies here")
     p.set_defaults(func=_run_live)
 
