@@ -225,7 +225,9 @@ def _model_contents(
     step: int,
     content_loss: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """model_state's dict from the networks' state dicts (D's W dropped here)."""
+    """model_state's dict from the networks' state dicts (D's W dropped here), its tensors on the CPU: a
+    model trained on a GPU loads on a machine without one, also through a plain torch.load."""
+    weights = {name: {k: v.cpu() for k, v in net.items()} for name, net in weights.items()}
     return {
         "format": MODEL_FORMAT,
         "version": FORMAT_VERSION,
