@@ -218,6 +218,10 @@ def model_state(
     return _model_contents(cfg.to_dict(), weights, num_videos, step, content_loss)
 
 
+def _on_cpu(value: Any) -> Any:
+    return value.cpu() if isinstance(value, torch.Tensor) else value
+
+
 def _model_contents(
     config: dict[str, Any],
     weights: dict[str, dict[str, Any]],
@@ -227,7 +231,7 @@ def _model_contents(
 ) -> dict[str, Any]:
     """model_state's dict from the networks' state dicts (D's W dropped here), its tensors on the CPU: a
     model trained on a GPU loads on a machine without one, also through a plain torch.load."""
-    weights = {name: {k: v.cpu() for k, v in net.items()} for name, net in weights.items()}
+    weights = {name: {k: _on_cpu(v) for k, v in net.items()} for name, net in weights.items()}
     return {
         "format": MODEL_FORMAT,
         "version": FORMAT_VERSION,
