@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
-from metahead.data.episodes import EpisodeDataset, FewShotDataset, mirror_frames
+from metahead.data.episodes import EpisodeDataset, FewShotDataset, mirror_frames, recolour_frames
 from metahead.data.format import (
     DataError,
     DatasetInfo,
@@ -170,6 +170,45 @@ def test_mirrored_episodes_keep_their_frames(dataset_root):
     assert 8 <= sum(mirrored) <= 32
     with pytest.raises(ValueError, match="mirror_probability"):
         EpisodeDataset(dataset_root, mirror_probability=1.5)
+
+
+def test_recolouring_turns_hue_keeps_luminance_and_is_the_identity_at_zero():
+    images = torch.rand(2, 3, 8, 8) * 1.6 - 0.8  # away from the clamp
+    torch.testing.assert_close(recolour_frames(images, 0.0, 1.0, 0.0), images, atol=1e-5, rtol=0)
+    luminance = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    pale = images * 0.5  # colours a hue turn keeps inside [-1, 1] (no clamping)
+    turned = recolour_frames(pale, 0.5, 1.0, 0.0)
+    torch.testing.assert_close((turned * luminance).sum(1), (pale * luminance).sum(1), atol=1e-4, rtol=0)
+    assert (turned - pale).abs().mean() > 0.02  # the colours did move
+    # Turning back restores the colours; saturation 0 leaves grey; brightness lifts every channel alike.
+    back = recolour_frames(recolour_frames(pale, 0.4, 1.0, 0.0), -0.4, 1.0, 0.0)
+    torch.testing.assert_close(back, pale, atol=1e-4, rtol=0)
+    grey = recolour_frames(images, 0.0, 0.0, 0.0)
+    torch.testing.assert_close(grey[:, 0], grey[:, 1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        recolour_frames(images * 0.5, 0.0, 1.0, 0.1), images * 0.5 + 0.2, atol=1e-5, rtol=0
+    )
+
+
+def test_recoloured_episodes_keep_their_frames_and_landmarks(dataset_root):
+    plain = EpisodeDataset(dataset_root, shots=4)
+    always = EpisodeDataset(dataset_root, shots=4, colour_jitter_probability=1.0)
+    torch.manual_seed(5)
+    a = plain[2]
+    torch.manual_seed(5)
+    b = always[2]
+    assert torch.equal(a["frame_indices"], b["frame_indices"])
+    assert torch.equal(a["landmark_images"], b["landmark_images"])
+    assert not torch.allclose(a["images"], b["images"], atol=0.01)
+    # One recolouring for the whole episode: over all K+1 frames' unclamped pixels, one affine colour map
+    # takes the plain colours to the recoloured ones.
+    before, after = (x.permute(0, 2, 3, 1).reshape(-1, 3) for x in (a["images"], b["images"]))
+    unclamped = (after.abs() < 0.999).all(1)
+    design = torch.cat([before[unclamped], torch.ones(int(unclamped.sum()), 1)], 1)
+    fit = torch.linalg.lstsq(design, after[unclamped]).solution
+    assert (design @ fit - after[unclamped]).abs().max() < 1e-3
+    with pytest.raises(ValueError, match="colour_jitter_probability"):
+        EpisodeDataset(dataset_root, colour_jitter_probability=-0.1)
 
 
 def test_image_size_resizes_frames_and_scales_landmarks(dataset_root):

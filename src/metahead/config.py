@@ -129,6 +129,11 @@ class TrainConfig:
     # at 0.5, 20,000 steps: real-dev FF SSIM +0.029 and FT +0.010, FF CSIM -0.004, but seen people's FF SSIM
     # -0.036; not in any preset (docs/results.md, "session 11").
     mirror_probability: float = 0.0
+    # The chance that an episode's frames are all recoloured alike (hue, saturation, brightness; ranges in
+    # data/episodes.py): unseen people's FF avatars came out in the training people's colours, and a
+    # recoloured person is another appearance to learn to carry (0: never). real-64 at 0.5, 55 min, held-out
+    # people: FF SSIM +0.010 step-matched (t 1.2), FF CSIM -0.002; in no preset (docs/results.md, session 18).
+    colour_jitter_probability: float = 0.0
     # Running average of E's and G's weights for samples, the model file and avatars (lab: 0.999); 0: off.
     ema_decay: float = 0.0
 

@@ -66,6 +66,36 @@ def mirror_frames(images: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.
     return images.flip(-1), mirrored
 
 
+# RGB <-> YIQ (NTSC): Y is luminance, (I, Q) the chroma plane that a hue rotation turns.
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+# The ranges an episode's colours are drawn from (`recolour_frames`): a face still, but another one's
+# colouring (±29° of hue, ±30 % saturation, ±0.1 of the [0, 1] brightness).
+COLOUR_JITTER_RANGES = {"hue": 0.5, "saturation": 0.3, "brightness": 0.1}
+
+
+def recolour_frames(images: torch.Tensor, hue: float, saturation: float, brightness: float) -> torch.Tensor:
+    """(N, 3, H, W) images in [-1, 1], all recoloured alike: the chroma plane turned by `hue` radians and
+    scaled by `saturation`, `brightness` added to the luminance (in [0, 1] units); clamped to [-1, 1]."""
+    cos, sin = float(np.cos(hue)), float(np.sin(hue))
+    chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
+    chroma[1:] *= saturation
+    transform = _YIQ_TO_RGB @ chroma @ _RGB_TO_YIQ
+    unit = (images + 1.0) / 2.0
+    recoloured = torch.einsum("ij,njhw->nihw", transform.to(images.dtype), unit) + brightness
+    return (recoloured * 2.0 - 1.0).clamp_(-1.0, 1.0)
+
+
+def random_recolouring(images: torch.Tensor) -> torch.Tensor:
+    """`recolour_frames` with hue, saturation and brightness drawn uniformly from COLOUR_JITTER_RANGES
+    (torch's global RNG)."""
+    r = COLOUR_JITTER_RANGES
+    hue, saturation, brightness = (torch.rand(3) * 2.0 - 1.0).tolist()
+    return recolour_frames(
+        images, hue * r["hue"], 1.0 + saturation * r["saturation"], brightness * r["brightness"]
+    )
+
+
 def landmark_images(landmarks: torch.Tensor, size: int) -> torch.Tensor:
     """(N, 68, 2) -> landmark images (N, 3, size, size) in [-1, 1]."""
     return draw_landmarks(landmarks, size).mul_(2.0).sub_(1.0)
@@ -104,7 +134,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     `mirror_probability`: the chance that an episode's K+1 frames are all mirrored left to right (with their
     landmarks, `mirror_frames`), drawn from the same RNG after the frames; 0 draws nothing, so the frames
-    drawn are the same with or without the option.
+    drawn are the same with or without the option. `colour_jitter_probability`: likewise, the chance that
+    they are all recoloured alike (`random_recolouring`), drawn after the mirroring.
     """
 
     def __init__(
@@ -115,12 +146,18 @@ class EpisodeDataset(torch.utils.data.Dataset):
         image_size: int | None = None,
         seed: int = 0,
         mirror_probability: float = 0.0,
+        colour_jitter_probability: float = 0.0,
     ):
         _check_size("shots", shots)
         _check_size("image_size", image_size)
-        if not 0.0 <= mirror_probability <= 1.0:
-            raise ValueError(f"mirror_probability must be in [0, 1], got {mirror_probability!r}")
+        for name, value in (
+            ("mirror_probability", mirror_probability),
+            ("colour_jitter_probability", colour_jitter_probability),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         self.mirror_probability = float(mirror_probability)
+        self.colour_jitter_probability = float(colour_jitter_probability)
         self.root = Path(root)
         self.info = read_info(self.root)
         self.split = split
@@ -179,6 +216,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
         images, landmarks = _read_video(self.root, record, frame_ids.tolist(), self.image_size)
         if self.mirror_probability > 0 and float(torch.rand(())) < self.mirror_probability:
             images, landmarks = mirror_frames(images, landmarks)
+        if self.colour_jitter_probability > 0 and float(torch.rand(())) < self.colour_jitter_probability:
+            images = random_recolouring(images)
         return {
             "images": images,
             "landmark_images": landmark_images(landmarks, self.image_size),

@@ -116,6 +116,7 @@ def _train(
         image_size=cfg.model.image_size,
         seed=tc.seed,
         mirror_probability=tc.mirror_probability,
+        colour_jitter_probability=tc.colour_jitter_probability,
     )
     num_videos = dataset.num_videos
     if state is not None and state["num_videos"] != num_videos:
