@@ -148,14 +148,19 @@ def test_mirror_frames_moves_points_with_the_pixels():
     torch.testing.assert_close(mirror_frames(*mirror_frames(images, lopsided))[1], lopsided)
 
 
+def _episode_with_and_without(root, **option) -> tuple[dict, dict]:
+    """Episode 2 drawn from the same RNG state by a plain dataset and by one with `option` always on; both
+    draw the same frames."""
+    items = []
+    for dataset in (EpisodeDataset(root, shots=4), EpisodeDataset(root, shots=4, **option)):
+        torch.manual_seed(5)
+        items.append(dataset[2])
+    assert torch.equal(items[0]["frame_indices"], items[1]["frame_indices"])
+    return items[0], items[1]
+
+
 def test_mirrored_episodes_keep_their_frames(dataset_root):
-    plain = EpisodeDataset(dataset_root, shots=4)
-    always = EpisodeDataset(dataset_root, shots=4, mirror_probability=1.0)
-    torch.manual_seed(5)
-    a = plain[2]
-    torch.manual_seed(5)
-    b = always[2]
-    assert torch.equal(a["frame_indices"], b["frame_indices"])
+    a, b = _episode_with_and_without(dataset_root, mirror_probability=1.0)
     torch.testing.assert_close(b["images"], a["images"].flip(-1))
     torch.testing.assert_close(b["landmarks"], mirror_frames(a["images"], a["landmarks"])[1])
     half = EpisodeDataset(dataset_root, shots=4, mirror_probability=0.5)
@@ -191,13 +196,7 @@ def test_recolouring_turns_hue_keeps_luminance_and_is_the_identity_at_zero():
 
 
 def test_recoloured_episodes_keep_their_frames_and_landmarks(dataset_root):
-    plain = EpisodeDataset(dataset_root, shots=4)
-    always = EpisodeDataset(dataset_root, shots=4, colour_jitter_probability=1.0)
-    torch.manual_seed(5)
-    a = plain[2]
-    torch.manual_seed(5)
-    b = always[2]
-    assert torch.equal(a["frame_indices"], b["frame_indices"])
+    a, b = _episode_with_and_without(dataset_root, colour_jitter_probability=1.0)
     assert torch.equal(a["landmark_images"], b["landmark_images"])
     assert not torch.allclose(a["images"], b["images"], atol=0.01)
     # One recolouring for the whole episode: over all K+1 frames' unclamped pixels, one affine colour map
