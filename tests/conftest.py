@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,3 +82,18 @@ def run_gloo_ranks(fn, rendezvous, *args, world: int = 2) -> None:
     import torch.multiprocessing as mp
 
     mp.spawn(_gloo_rank, args=(world, str(rendezvous), fn, args), nprocs=world, join=True)
+
+
+def torchrun_tiny_training(
+    data, run, processes: int, settings: tuple[str, ...], timeout: float
+) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=processes -m metahead train --config tiny` on `data` into
+    `run`, each of `settings` passed as --set, in a fresh interpreter with this checkout's src/ on the path;
+    returns the finished process (its output captured)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "metahead", "train", "--config", "tiny", "--data", str(data), "--out", str(run),
+               "--no-progress"]  # fmt: skip
+    for setting in settings:
+        command += ["--set", setting]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)

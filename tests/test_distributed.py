@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import run_gloo_ranks
+from conftest import run_gloo_ranks, torchrun_tiny_training
 from metahead.config import ExperimentConfig
 from metahead.training import checkpoint, distributed
 from test_training import make_tiny_dataset
@@ -80,36 +77,9 @@ def test_torchrun_two_ranks_gloo_agree_and_share_w(tmp_path):
     weights are byte-identical at every checkpoint (train checks that before rank 0 writes it)."""
     data = make_tiny_dataset(tmp_path / "data", videos=4)
     run = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "metahead",
-        "train",
-        "--config",
-        "tiny",
-        "--data",
-        str(data),
-        "--out",
-        str(run),
-        "--set",
-        "train.steps=3",
-        "--set",
-        "train.checkpoint_every=1",
-        "--set",
-        "train.keep_checkpoints=0",
-        "--set",
-        "train.device=cpu",
-        "--set",
-        "loss.identity_network=none",
-        "--set",
-        "train.num_workers=0",
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    settings = ("train.steps=3", "train.checkpoint_every=1", "train.keep_checkpoints=0", "train.device=cpu",
+                "loss.identity_network=none", "train.num_workers=0")  # fmt: skip
+    result = torchrun_tiny_training(data, run, 2, settings, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
 
     states = [checkpoint.load_state(path) for _, path in checkpoint.list_states(run)]

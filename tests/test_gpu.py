@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import torchrun_tiny_training
 from metahead import perf
 from metahead.data.episodes import landmark_images
 from metahead.landmarks.mean_face import random_faces
@@ -67,14 +65,9 @@ def test_cuda_run_in_bf16_trains_and_its_model_renders_the_same_on_the_cpu(tiny_
 def test_torchrun_one_rank_nccl(tiny_data, tmp_path):
     """The multi-GPU launch path (torchrun, NCCL, DDP) on the one GPU there is."""
     run = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-               "-m", "metahead", "train", "--config", "tiny", "--data", str(tiny_data), "--out", str(run),
-               "--no-progress"]  # fmt: skip
-    for setting in ("train.steps=3", "train.checkpoint_every=1", "train.device=cuda",
-                    "loss.identity_network=none", "train.num_workers=0"):  # fmt: skip
-        command += ["--set", setting]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    settings = ("train.steps=3", "train.checkpoint_every=1", "train.device=cuda",
+                "loss.identity_network=none", "train.num_workers=0")  # fmt: skip
+    result = torchrun_tiny_training(tiny_data, run, 1, settings, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [s for s, _ in checkpoint.list_states(run)] == [1, 2, 3]
     state = checkpoint.load_state(checkpoint.latest_state(run))
