@@ -49,7 +49,9 @@ class ModelConfig:
     # learned projection of dlib's face descriptor of the frame (a network trained on ~3M faces), as
     # SimSwap and FaceShifter feed ArcFace's identity into AdaIN; 131 real training people teach E and P
     # little identity for FF. "none": E alone (the paper). In no preset: on held-out real-train people FF's
-    # CSIM moved +0.005 (7/12), within checkpoint noise, at 0.7x the steps/s (docs/networks.md).
+    # CSIM moved +0.005 (7/12), within checkpoint noise, at 0.7x the steps/s (docs/networks.md); with the
+    # content loss's identity term as well (loss.identity_network=dlib, weight 0.5) +0.015 (11/12), where the
+    # term alone gave +0.006 (docs/results.md, session 19).
     identity_prior: str = "none"
     discriminator_final_resolution: int = 4  # paper: one extra residual block at 4x4
     embedder_final_resolution: int = 4  # E's down path ends where D's does (paper: same blocks as D's V)
