@@ -156,6 +156,8 @@ def _episode_with_and_without(root, **option) -> tuple[dict, dict]:
         torch.manual_seed(5)
         items.append(dataset[2])
     assert torch.equal(items[0]["frame_indices"], items[1]["frame_indices"])
+    # the flag that keeps per-frame caches (training/face_descriptors.py) off the changed images
+    assert not items[0]["augmented"] and items[1]["augmented"]
     return items[0], items[1]
 
 

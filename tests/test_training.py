@@ -679,3 +679,35 @@ def test_identity_prior_trains_only_its_projection_and_round_trips(tiny_data, tm
     fresh = type(prior.network).from_dlib_file()
     for (name, saved), original in zip(prior.network.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(saved, original), name
+
+
+def test_identity_prior_cache_gives_the_loop_each_shots_own_descriptor(tiny_data, tmp_path, monkeypatch):
+    """In the training loop, every descriptor E's prior takes from the per-frame cache is the descriptor of
+    the image it stands for (the frames' indices reach the cache with their images), frames drawn again
+    come from the cache, and the run's losses are those of a run that computes every descriptor."""
+    from metahead.training import face_descriptors, meta
+
+    lookup = face_descriptors.FrameDescriptorCache.__call__
+    caches = []
+
+    def checked(cache, shot_images, *args, **kwargs):
+        got = lookup(cache, shot_images, *args, **kwargs)
+        caches.append(cache)
+        expected = cache.prior.descriptors(shot_images.flatten(0, 1)).float().view_as(got)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        return got
+
+    monkeypatch.setattr(face_descriptors.FrameDescriptorCache, "__call__", checked)
+    overrides = ("train.steps=8", "train.checkpoint_every=8", "model.identity_prior=dlib")
+    cached = meta.train(tiny_config(tiny_data, tmp_path / "cached", *overrides))
+    assert len(caches) == 8 and caches[0].computed < caches[0].looked_up == 8 * 2
+    monkeypatch.setattr(face_descriptors, "MAX_CACHED_FRAMES", 0)  # too many frames for a cache: none
+    computed = meta.train(tiny_config(tiny_data, tmp_path / "computed", *overrides))
+    assert len(caches) == 8
+    logs = [
+        [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        for run in (cached, computed)
+    ]
+    for a, b in zip(*logs, strict=True):
+        for key in ("loss/generator_total", "loss/discriminator", "loss/match"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)

@@ -129,8 +129,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
     different seeds draw different frames from the same torch RNG state.
 
     Item: "images", "landmark_images" (K+1, 3, S, S) in [-1, 1]; "landmarks" (K+1, 68, 2) pixels at S²;
-    "frame_indices" (K+1,) long; "video_index" long scalar; "identity", "video" str. Frames 0..K-1 are
-    embedded, frame K is the target.
+    "frame_indices" (K+1,) long; "augmented" bool scalar (mirrored or recoloured); "video_index" long
+    scalar; "identity", "video" str. Frames 0..K-1 are embedded, frame K is the target.
 
     `mirror_probability`: the chance that an episode's K+1 frames are all mirrored left to right (with their
     landmarks, `mirror_frames`), drawn from the same RNG after the frames; 0 draws nothing, so the frames
@@ -214,15 +214,20 @@ class EpisodeDataset(torch.utils.data.Dataset):
         record = self.records[index]
         frame_ids = self.draw_frames(record.num_frames)
         images, landmarks = _read_video(self.root, record, frame_ids.tolist(), self.image_size)
+        augmented = False
         if self.mirror_probability > 0 and float(torch.rand(())) < self.mirror_probability:
             images, landmarks = mirror_frames(images, landmarks)
+            augmented = True
         if self.colour_jitter_probability > 0 and float(torch.rand(())) < self.colour_jitter_probability:
             images = random_recolouring(images)
+            augmented = True
         return {
             "images": images,
             "landmark_images": landmark_images(landmarks, self.image_size),
             "landmarks": landmarks,
             "frame_indices": frame_ids,
+            # mirrored or recoloured: the images are not the stored frames (per-frame caches must not apply)
+            "augmented": torch.tensor(augmented),
             "video_index": torch.tensor(index, dtype=torch.long),
             "identity": record.identity,
             "video": record.video,

@@ -45,9 +45,18 @@ class FaceDescriptorPrior(nn.Module):
             # sqrt(128): components near 1, so that Adam's steps move the projection at E's own pace
             return F.normalize(self.network(chips).float(), dim=1) * math.sqrt(DESCRIPTOR_DIM)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
+        """The prior's part of ê(k): projected descriptors, of `images` or as given (B, 128) (descriptors
+        of these images computed earlier, e.g. by training/face_descriptors.py's cache)."""
+        if descriptors is None:
+            descriptors = self.descriptors(images)
+        elif descriptors.shape != (len(images), DESCRIPTOR_DIM):
+            raise ValueError(
+                f"expected face descriptors of shape ({len(images)}, {DESCRIPTOR_DIM}), "
+                f"got {tuple(descriptors.shape)}"
+            )
         weight = self.projection.weight
-        return self.projection(self.descriptors(images).to(weight.dtype))
+        return self.projection(descriptors.to(weight.dtype))
 
 
 class Embedder(nn.Module):
@@ -74,21 +83,34 @@ class Embedder(nn.Module):
             else None
         )
 
-    def forward(self, images: torch.Tensor, landmark_images: torch.Tensor) -> torch.Tensor:
-        """images, landmark_images: (B, 3, H, W) in [-1, 1] → frame embeddings ê(k): (B, N)."""
+    def forward(
+        self,
+        images: torch.Tensor,
+        landmark_images: torch.Tensor,
+        face_descriptors: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """images, landmark_images: (B, 3, H, W) in [-1, 1] → frame embeddings ê(k): (B, N).
+
+        face_descriptors: (B, 128), the identity prior's descriptors of `images` when already known
+        (FaceDescriptorPrior.descriptors); computed here when None."""
         embedding = sum_pool(self.down(torch.cat([images, landmark_images], dim=1))[-1])
         if self.identity_prior is not None:
-            embedding = embedding + self.identity_prior(images).to(embedding.dtype)
+            embedding = embedding + self.identity_prior(images, face_descriptors).to(embedding.dtype)
+        elif face_descriptors is not None:
+            raise ValueError("face descriptors given, but this embedder has no identity prior")
         return embedding
 
 
 def embed_person(
-    embedder: Embedder, images: torch.Tensor, landmark_images: torch.Tensor
+    embedder: Embedder,
+    images: torch.Tensor,
+    landmark_images: torch.Tensor,
+    face_descriptors: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """K frames per person in one batched pass.
 
-    images, landmark_images: (B, K, 3, H, W). Returns (person_embedding ê (B, N) = mean over the K frame
-    embeddings, frame_embeddings ê(k) (B, K, N)).
+    images, landmark_images: (B, K, 3, H, W); face_descriptors: (B, K, 128) or None (see Embedder).
+    Returns (person_embedding ê (B, N) = mean over the K frame embeddings, frame_embeddings ê(k) (B, K, N)).
     """
     if images.ndim != 5 or images.shape != landmark_images.shape:
         raise ValueError(
@@ -96,5 +118,9 @@ def embed_person(
             f"got {tuple(images.shape)} and {tuple(landmark_images.shape)}"
         )
     b, k = images.shape[:2]
-    frame_embeddings = embedder(images.flatten(0, 1), landmark_images.flatten(0, 1)).view(b, k, -1)
+    if face_descriptors is not None:
+        face_descriptors = face_descriptors.flatten(0, 1)
+    frame_embeddings = embedder(
+        images.flatten(0, 1), landmark_images.flatten(0, 1), face_descriptors=face_descriptors
+    ).view(b, k, -1)
     return frame_embeddings.mean(dim=1), frame_embeddings

@@ -49,6 +49,7 @@ from metahead.losses import (
 from metahead.models import Discriminator, Embedder, Generator, embed_person
 from metahead.training import checkpoint, distributed
 from metahead.training.ema import WeightAverage
+from metahead.training.face_descriptors import FrameDescriptorCache
 from metahead.training.logging import RunLogger, sample_grid
 from metahead.training.video_embeddings import (
     RowwiseAdam,
@@ -179,6 +180,10 @@ def _train(
         )  # fmt: skip
     broadcast_video_embeddings(video_embeddings, ctx)  # fresh or resumed: rank 0's W on every rank
     average = WeightAverage({"embedder": embedder, "generator": generator}, tc.ema_decay)  # for rendering
+    # E's identity prior sees each training frame's descriptor once, not once per episode that draws it.
+    face_descriptors = FrameDescriptorCache.for_training(
+        embedder.identity_prior, [r.num_frames for r in dataset.records], device
+    )
     if state is not None and average.enabled and state.get("averaged"):
         average.load_state_dict(state["averaged"])  # (an older state without one: the average starts here)
     sample_episodes = _sample_episodes(dataset, tc.seed) if ctx.is_main else None
@@ -207,6 +212,11 @@ def _train(
         f"{ctx.world_size} process(es) on {device.type}, amp {amp}, steps {step} -> {tc.steps}; "
         f"{content_loss.description}"
     )
+    if face_descriptors is not None:
+        logger.message(
+            f"identity prior: each of the {len(face_descriptors.table):,} training frames' face descriptors "
+            "is computed once and kept"
+        )
     if state_file is not None:
         logger.message(f"resumed from {state_file}")
         for reason in passed_over:
@@ -239,6 +249,7 @@ def _train(
                 episode,
                 autocast,
                 tc.finetunable,
+                face_descriptors,
             )
             loss_generator = g_step.total
             _check_finite(step, "E/G", loss_generator, g_step.losses)
@@ -337,11 +348,15 @@ class Episode:
     target_landmark_image: torch.Tensor  # y(t)
     target_landmarks: torch.Tensor  # (B, 68, 2): the identity term's chips
     video_index: torch.Tensor  # i: the row of W
+    shot_frame_indices: torch.Tensor | None = None  # (B, K): the shots' frames in their videos
+    augmented: torch.Tensor | None = None  # (B,) bool: frames mirrored or recoloured
 
     @classmethod
     def from_batch(cls, batch: dict[str, Any]) -> Episode:
-        """From data/episodes.py's collated batch (images, landmark_images, landmarks, video_index)."""
+        """From data/episodes.py's collated batch (images, landmark_images, landmarks, video_index, and
+        frame_indices and augmented where present)."""
         images, landmark_images = batch["images"], batch["landmark_images"]
+        frame_indices = batch.get("frame_indices")
         return cls(
             shot_images=images[:, :-1],
             shot_landmark_images=landmark_images[:, :-1],
@@ -349,6 +364,8 @@ class Episode:
             target_landmark_image=landmark_images[:, -1],
             target_landmarks=batch["landmarks"][:, -1],
             video_index=batch["video_index"],
+            shot_frame_indices=frame_indices[:, :-1] if frame_indices is not None else None,
+            augmented=batch.get("augmented"),
         )
 
 
@@ -371,14 +388,21 @@ def generator_losses(
     episode: Episode,
     autocast: contextlib.AbstractContextManager,
     finetunable: bool,
+    face_descriptors: FrameDescriptorCache | None = None,
 ) -> GeneratorLosses:
     """E, G and P's losses: L_CNT + L_ADV (+ L_MCH for the FT model). Freezes D's parameters first: here D
-    is the critic, not a player. `discriminator` is the bare network (W_i is read from it)."""
+    is the critic, not a player. `discriminator` is the bare network (W_i is read from it).
+    `face_descriptors`: where E's identity prior takes the shots' descriptors from (None: E computes them)."""
     discriminator.requires_grad_(False)
     target_landmark_image, video_index = episode.target_landmark_image, episode.video_index
     with autocast:
+        shot_descriptors = (
+            face_descriptors(episode.shot_images, video_index, episode.shot_frame_indices, episode.augmented)
+            if face_descriptors is not None and episode.shot_frame_indices is not None
+            else None
+        )
         person_embedding, frame_embeddings = embed_person(
-            embedder, episode.shot_images, episode.shot_landmark_images
+            embedder, episode.shot_images, episode.shot_landmark_images, shot_descriptors
         )
         fake_image = generator(target_landmark_image, person_embedding=person_embedding)  # x̂
         fake_realism, fake_features = discriminator(fake_image, target_landmark_image, video_index)

@@ -1,0 +1,116 @@
+"""training/face_descriptors.py: E's identity prior computes a training frame's descriptor once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import random_images
+from metahead.config import preset
+from metahead.models import Embedder, embed_person
+from metahead.models.embedder import FaceDescriptorPrior
+from metahead.training import face_descriptors as cache_module
+from metahead.training.face_descriptors import FrameDescriptorCache
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class _CountingFaceNetwork(nn.Module):
+    """A stand-in for dlib's network (150² chips -> 128-D) that counts the chips it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 128, 15, stride=15)
+        self.chips = 0
+
+    def forward(self, chips: torch.Tensor) -> torch.Tensor:
+        self.chips += len(chips)
+        return self.conv(chips / 255).mean(dim=(2, 3))
+
+
+def _video_frames(num_videos: int = 3, frames: int = 5, size: int = 32) -> torch.Tensor:
+    return random_images(num_videos * frames, size, 7).view(num_videos, frames, 3, size, size)
+
+
+def _episode(videos: torch.Tensor, video_index: list[int], frame_indices: list[list[int]]):
+    index = torch.tensor(video_index)
+    frames = torch.tensor(frame_indices)
+    return videos[index[:, None], frames], index, frames
+
+
+def test_cache_returns_the_priors_descriptors_and_computes_each_frame_once() -> None:
+    torch.manual_seed(0)
+    network = _CountingFaceNetwork()
+    prior = FaceDescriptorPrior(32, 16, network=network)
+    videos = _video_frames()
+    cache = FrameDescriptorCache(prior, [5, 5, 5])
+    shots, index, frames = _episode(videos, [0, 2], [[0, 3], [4, 1]])
+    first = cache(shots, index, frames)
+    torch.testing.assert_close(first, prior.descriptors(shots.flatten(0, 1)).view(2, 2, -1))
+    assert network.chips == 4 + 4 and cache.computed == 4  # 4 in the cache, 4 in the check above
+    # the same frames again, in another episode with one new frame: only the new one is computed
+    shots2, index2, frames2 = _episode(videos, [2, 0], [[1, 2], [3, 0]])
+    second = cache(shots2, index2, frames2)
+    assert cache.computed == 5 and cache.looked_up == 8
+    torch.testing.assert_close(second[0, 0], first[1, 1])
+    torch.testing.assert_close(second[1], first[0].flip(0))
+    torch.testing.assert_close(second, prior.descriptors(shots2.flatten(0, 1)).view(2, 2, -1))
+
+
+def test_augmented_episodes_are_computed_afresh_and_not_kept() -> None:
+    prior = FaceDescriptorPrior(32, 16, network=_CountingFaceNetwork())
+    videos = _video_frames()
+    cache = FrameDescriptorCache(prior, [5, 5, 5])
+    shots, index, frames = _episode(videos, [1], [[0, 1]])
+    mirrored = shots.flip(-1)
+    got = cache(mirrored, index, frames, augmented=torch.tensor([True]))
+    torch.testing.assert_close(got[0], prior.descriptors(mirrored[0]))
+    assert not cache.known.any()
+    plain = cache(shots, index, frames, augmented=torch.tensor([False]))
+    torch.testing.assert_close(plain[0], prior.descriptors(shots[0]))
+    assert not torch.allclose(plain, got)  # the mirrored frames' descriptors did not stand in
+    assert int(cache.known.sum()) == 2 and cache.computed == 4
+
+
+def test_cache_refuses_frames_outside_its_videos_and_is_off_without_a_prior_or_for_huge_sets(monkeypatch):
+    prior = FaceDescriptorPrior(32, 16, network=_CountingFaceNetwork())
+    cache = FrameDescriptorCache(prior, [5, 2])
+    shots, _, _ = _episode(_video_frames(), [0], [[0, 1]])
+    with pytest.raises(ValueError, match="beyond its video"):
+        cache(shots, torch.tensor([1]), torch.tensor([[0, 2]]))
+    with pytest.raises(ValueError, match="frame_indices"):
+        cache(shots, torch.tensor([0]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="at least one"):
+        FrameDescriptorCache(prior, [])
+    assert FrameDescriptorCache.for_training(None, [5, 2], "cpu") is None
+    assert FrameDescriptorCache.for_training(prior, [5, 2], "cpu") is not None
+    monkeypatch.setattr(cache_module, "MAX_CACHED_FRAMES", 6)
+    assert FrameDescriptorCache.for_training(prior, [5, 2], "cpu") is None
+
+
+def test_embedder_takes_given_descriptors_as_its_own() -> None:
+    cfg = dataclasses.replace(preset("tiny").model, identity_prior="dlib")
+    torch.manual_seed(0)
+    embedder = Embedder(cfg, face_network=_CountingFaceNetwork()).eval()
+    with torch.no_grad():
+        embedder.identity_prior.projection.weight.normal_()
+    frames, landmarks = random_images(4, 32, 1), random_images(4, 32, 2)
+    shape = (2, 2, 3, 32, 32)
+    descriptors = embedder.identity_prior.descriptors(frames)
+    with torch.no_grad():
+        computed, _ = embed_person(embedder, frames.view(shape), landmarks.view(shape))
+        given, _ = embed_person(
+            embedder, frames.view(shape), landmarks.view(shape), descriptors.view(2, 2, -1)
+        )
+        other, _ = embed_person(
+            embedder, frames.view(shape), landmarks.view(shape), descriptors.flip(0).view(2, 2, -1)
+        )
+    torch.testing.assert_close(given, computed)
+    assert not torch.allclose(other, computed)  # the given descriptors are what E used
+    with pytest.raises(ValueError, match="face descriptors of shape"):
+        embedder(frames, landmarks, face_descriptors=descriptors[:3])
+    with pytest.raises(ValueError, match="no identity prior"):
+        Embedder(preset("tiny").model)(frames, landmarks, face_descriptors=descriptors)
