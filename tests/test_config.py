@@ -95,8 +95,9 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         **{k: v for k, v in DEMO_MODEL.items() if k != "model.generator_up_widths"},  # "lab", the default
         "model.base_channels": 32,
         "model.max_channels": 256,
+        "model.identity_prior": "dlib",
         "loss.allow_offline": True,
-        "loss.identity_network": "none",
+        "loss.identity_weight": 0.5,
         "loss.match_weight": 1.0,
         "loss.pixel_weight": 10.0,
         "loss.laplacian_weight": 90.0,
