@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from metahead import perf
-from metahead.config import preset
-from metahead.models.embedder import FaceDescriptorPrior
-from metahead.training.face_descriptors import FrameDescriptorCache
+import torch  # noqa: E402
 
-
-def seconds_per_call(function, repeats: int) -> float:
-    for _ in range(3):  # warm-up
-        function()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        function()
-    return (time.perf_counter() - start) / repeats
+import common  # noqa: E402
+from metahead import perf  # noqa: E402
+from metahead.config import preset  # noqa: E402
+from metahead.models.embedder import FaceDescriptorPrior  # noqa: E402
+from metahead.training.face_descriptors import FrameDescriptorCache  # noqa: E402
 
 
 def main() -> None:
@@ -46,13 +41,24 @@ def main() -> None:
     video_index, frame_indices = torch.tensor([0]), torch.arange(shots)[None]
     device = torch.device("cpu")
     modes = ["none"] + (["bf16"] if perf.resolve_amp("auto", device) == "bf16" else [])
-    results = {"preset": args.preset, "shots": shots, "image_size": size, "threads": args.threads}
+    results = {
+        "machine": common.machine_info(),
+        "preset": args.preset,
+        "shots": shots,
+        "image_size": size,
+        "threads": args.threads,
+    }
     for amp in modes:
         with perf.autocast_context(amp, device):
             cache(images, video_index, frame_indices)  # every frame known from here on
-            computed = seconds_per_call(lambda: prior.descriptors(images[0]), args.repeats)
-            looked_up = seconds_per_call(lambda: cache(images, video_index, frame_indices), 10 * args.repeats)
-        results[amp] = {"computed_ms": round(computed * 1e3, 2), "cached_ms": round(looked_up * 1e3, 3)}
+            computed = common.time_call(lambda: prior.descriptors(images[0]), warmup=3, repeats=args.repeats)
+            looked_up = common.time_call(
+                lambda: cache(images, video_index, frame_indices), warmup=3, repeats=10 * args.repeats
+            )
+        results[amp] = {
+            "computed_median_ms": round(computed["median_s"] * 1e3, 2),
+            "cached_median_ms": round(looked_up["median_s"] * 1e3, 3),
+        }
     print(json.dumps(results, indent=2))
 
 
