@@ -79,9 +79,9 @@ class FrameDescriptorCache:
         if bool(missing.any()):
             fresh = self.prior.descriptors(shot_images[missing]).float()
             descriptors[missing] = fresh
-            keep = stored[missing]
-            self.table[rows[missing][keep]] = fresh[keep]
-            self.known[rows[missing][keep]] = True
+            kept = missing & stored  # new stored frames: remembered
+            self.table[rows[kept]] = descriptors[kept]
+            self.known[rows[kept]] = True
             self.computed += len(fresh)
         self.looked_up += b * k
         return descriptors

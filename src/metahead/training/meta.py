@@ -180,12 +180,12 @@ def _train(
         )  # fmt: skip
     broadcast_video_embeddings(video_embeddings, ctx)  # fresh or resumed: rank 0's W on every rank
     average = WeightAverage({"embedder": embedder, "generator": generator}, tc.ema_decay)  # for rendering
+    if state is not None and average.enabled and state.get("averaged"):
+        average.load_state_dict(state["averaged"])  # (an older state without one: the average starts here)
     # E's identity prior sees each training frame's descriptor once, not once per episode that draws it.
     face_descriptors = FrameDescriptorCache.for_training(
         embedder.identity_prior, [r.num_frames for r in dataset.records], device
     )
-    if state is not None and average.enabled and state.get("averaged"):
-        average.load_state_dict(state["averaged"])  # (an older state without one: the average starts here)
     sample_episodes = _sample_episodes(dataset, tc.seed) if ctx.is_main else None
     if tc.compile:
         for net in (embedder, generator, discriminator):
