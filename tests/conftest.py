@@ -52,6 +52,20 @@ def tiny_model_config(name: str = "cpu-64", channels: int = 8) -> ModelConfig:
     )
 
 
+class StandInFaceNetwork(nn.Module):
+    """A small stand-in for dlib's face network: 150² chips in 0..255 -> 128 values; counts the chips."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 128, 15, stride=15)
+        self.chips = 0
+
+    def forward(self, chips: torch.Tensor) -> torch.Tensor:
+        assert chips.shape[1:] == (3, 150, 150)
+        self.chips += len(chips)
+        return self.conv(chips / 255).mean(dim=(2, 3))
+
+
 def random_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     """Uniform noise images in [-1, 1], (batch, 3, size, size), reproducible from the seed."""
     g = torch.Generator().manual_seed(seed)

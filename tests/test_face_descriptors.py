@@ -6,9 +6,8 @@ import dataclasses
 
 import pytest
 import torch
-from torch import nn
 
-from conftest import random_images
+from conftest import StandInFaceNetwork, random_images
 from metahead.config import preset
 from metahead.models import Embedder, embed_person
 from metahead.models.embedder import FaceDescriptorPrior
@@ -16,19 +15,6 @@ from metahead.training import face_descriptors as cache_module
 from metahead.training.face_descriptors import FrameDescriptorCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class _CountingFaceNetwork(nn.Module):
-    """A stand-in for dlib's network (150² chips -> 128-D) that counts the chips it was given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 128, 15, stride=15)
-        self.chips = 0
-
-    def forward(self, chips: torch.Tensor) -> torch.Tensor:
-        self.chips += len(chips)
-        return self.conv(chips / 255).mean(dim=(2, 3))
 
 
 def _video_frames(num_videos: int = 3, frames: int = 5, size: int = 32) -> torch.Tensor:
@@ -43,7 +29,7 @@ def _episode(videos: torch.Tensor, video_index: list[int], frame_indices: list[l
 
 def test_cache_returns_the_priors_descriptors_and_computes_each_frame_once() -> None:
     torch.manual_seed(0)
-    network = _CountingFaceNetwork()
+    network = StandInFaceNetwork()
     prior = FaceDescriptorPrior(32, 16, network=network)
     videos = _video_frames()
     cache = FrameDescriptorCache(prior, [5, 5, 5])
@@ -61,7 +47,7 @@ def test_cache_returns_the_priors_descriptors_and_computes_each_frame_once() -> 
 
 
 def test_augmented_episodes_are_computed_afresh_and_not_kept() -> None:
-    prior = FaceDescriptorPrior(32, 16, network=_CountingFaceNetwork())
+    prior = FaceDescriptorPrior(32, 16, network=StandInFaceNetwork())
     videos = _video_frames()
     cache = FrameDescriptorCache(prior, [5, 5, 5])
     shots, index, frames = _episode(videos, [1], [[0, 1]])
@@ -76,7 +62,7 @@ def test_augmented_episodes_are_computed_afresh_and_not_kept() -> None:
 
 
 def test_cache_refuses_frames_outside_its_videos_and_is_off_without_a_prior_or_for_huge_sets(monkeypatch):
-    prior = FaceDescriptorPrior(32, 16, network=_CountingFaceNetwork())
+    prior = FaceDescriptorPrior(32, 16, network=StandInFaceNetwork())
     cache = FrameDescriptorCache(prior, [5, 2])
     shots, _, _ = _episode(_video_frames(), [0], [[0, 1]])
     with pytest.raises(ValueError, match="beyond its video"):
@@ -94,7 +80,7 @@ def test_cache_refuses_frames_outside_its_videos_and_is_off_without_a_prior_or_f
 def test_embedder_takes_given_descriptors_as_its_own() -> None:
     cfg = dataclasses.replace(preset("tiny").model, identity_prior="dlib")
     torch.manual_seed(0)
-    embedder = Embedder(cfg, face_network=_CountingFaceNetwork()).eval()
+    embedder = Embedder(cfg, face_network=StandInFaceNetwork()).eval()
     with torch.no_grad():
         embedder.identity_prior.projection.weight.normal_()
     frames, landmarks = random_images(4, 32, 1), random_images(4, 32, 2)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import random_images, tiny_model_config
+from conftest import StandInFaceNetwork, random_images, tiny_model_config
 from metahead.config import PRESETS, ModelConfig, preset
 from metahead.models import Discriminator, Embedder, Generator, embed_person
 from metahead.models.blocks import AdaIN, is_spectrally_normalised
@@ -314,21 +314,9 @@ def test_attention_resolution_must_be_on_the_path() -> None:
     assert len(no_attention.up_attention) == 0 and len(no_attention.down.attention) == 0
 
 
-class _StandInFaceNetwork(nn.Module):
-    """A small frozen stand-in for dlib's network: 150² chips in 0..255 -> 128 values."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 128, 15, stride=15)
-
-    def forward(self, chips: torch.Tensor) -> torch.Tensor:
-        assert chips.shape[1:] == (3, 150, 150)
-        return self.conv(chips / 255).mean(dim=(2, 3))
-
-
 def test_identity_prior_starts_at_zero_learns_a_projection_and_keeps_the_face_network_frozen() -> None:
     cfg = dataclasses.replace(tiny(), identity_prior="dlib")
-    face_network = _StandInFaceNetwork()
+    face_network = StandInFaceNetwork()
     torch.manual_seed(0)
     plain = Embedder(tiny()).eval()  # eval: spectral norm's power iteration stays put between calls
     torch.manual_seed(0)
