@@ -88,6 +88,34 @@ def test_finetuning_lowers_the_reconstruction_loss_on_its_frames(networks) -> No
     assert not result.generator.training and not any(p.requires_grad for p in result.generator.parameters())
 
 
+def test_generic_rate_scale_holds_g_s_person_generic_weights_back(networks) -> None:
+    embedder, generator, discriminator = networks
+    frames = few_shot_frames(2)
+    settings = ("finetune.steps=4", "finetune.batch_size=2", "finetune.lr_generator=2e-3",
+                "finetune.schedule=cosine", "loss.adversarial_weight=0")  # fmt: skip
+    generic = {k: v for k, v in generator.state_dict().items() if not k.startswith("projection.")}
+
+    def moved(result) -> float:  # how far ψ moved, summed over its tensors
+        state = result.generator.state_dict()
+        return sum(float((state[k] - v).abs().sum()) for k, v in generic.items() if v.is_floating_point())
+
+    full = finetune(embedder, generator, discriminator, frames, tiny(*settings), progress=False)
+    tenth = finetune(embedder, generator, discriminator, frames,
+                     tiny(*settings, "finetune.generic_rate_scale=0.1"), progress=False)  # fmt: skip
+    frozen = finetune(embedder, generator, discriminator, frames,
+                      tiny(*settings, "finetune.generic_rate_scale=0"), progress=False)  # fmt: skip
+    assert moved(full) > 3 * moved(tenth) > 0
+    trained = [k for k, v in generator.named_parameters() if not k.startswith("projection.")]
+    frozen_state = frozen.generator.state_dict()
+    assert all(torch.equal(frozen_state[k], generic[k]) for k in trained)
+    # ψ' learns at the full rate whatever the scale, along the same schedule
+    start = feed_forward_params(generator.eval(), frozen.person_embedding)
+    assert not torch.allclose(frozen.adain_params, start)
+    assert [r["lr_generator"] for r in frozen.history] == [r["lr_generator"] for r in full.history]
+    with pytest.raises(ValueError, match="generic_rate_scale"):
+        finetune(embedder, generator, discriminator, frames, tiny("finetune.generic_rate_scale=-1"), progress=False)
+
+
 def test_batches_visit_every_frame_once_per_pass() -> None:
     batches = _batches(5, 2, 10, torch.Generator().manual_seed(0))
     assert all(len(b) == 2 for b in batches)

@@ -154,6 +154,9 @@ class FinetuneConfig:
     min_passes: float = 0.0
     batch_size: int = 4
     lr_generator: float = 2e-4  # G and ψ' (4x the meta-learning rate 5e-5; measured)
+    # G's person-generic weights ψ learn at this multiple of lr_generator (ψ' at lr_generator itself): below
+    # 1 fine-tuning keeps more of what meta-learning put into G; 0 freezes them (the paper tunes all of G).
+    generic_rate_scale: float = 1.0
     lr_discriminator: float = 2e-4  # D and w' (the paper's D rate)
     # "cosine": both rates fall to 0 along a half cosine over `steps` (the last steps settle instead of
     # jittering at full rate); "constant": they stay.

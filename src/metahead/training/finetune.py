@@ -3,7 +3,8 @@
     ê_NEW = mean_t E(x(t), y(t))                     the person's embedding from the T frames
     ψ'    = P ê_NEW                                   G's AdaIN parameters, from here on a free tensor
     w'    = w0 + ê_NEW,  b' = b                       D's person vector, a free tensor too
-    G (its person-generic weights ψ as well) and ψ' step on L_CNT + L_ADV (no L_MCH: no W any more)
+    G (its person-generic weights ψ as well, at finetune.generic_rate_scale x ψ's rate) and ψ' step on
+          L_CNT + L_ADV (no L_MCH: no W any more)
     D (V, b') and w' step on the hinge loss L_DSC
 
 Every step draws `batch_size` of the T frames (each frame once per pass, in a fresh order); the two
@@ -180,6 +181,8 @@ def finetune(
         raise ValueError(f"finetune.schedule={fc.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if fc.minutes < 0:
         raise ValueError(f"finetune.minutes must not be negative, got {fc.minutes}")
+    if fc.generic_rate_scale < 0:
+        raise ValueError(f"finetune.generic_rate_scale must not be negative, got {fc.generic_rate_scale}")
     total_steps = fc.steps_for(len(frames))  # finetune.steps, more for many shots (finetune.min_passes)
     device = torch.device(device)
     frames = frames.to(device)
@@ -197,16 +200,26 @@ def finetune(
     content_loss = content_loss.to(device)
 
     # P is not used any more (ψ' replaces P ê), nor are D's W rows and w0 (w' replaces W_i + w0).
-    generator_params = [p for name, p in generator.named_parameters() if not name.startswith("projection.")]
+    generic_params = [p for name, p in generator.named_parameters() if not name.startswith("projection.")]
     discriminator_params = [
         p for name, p in discriminator.named_parameters() if not name.startswith(("video_embeddings.", "w0"))
     ]
     betas = tuple(fc.adam_betas)
-    optimizer_generator = torch.optim.Adam([*generator_params, adain_params], lr=fc.lr_generator, betas=betas)
+    # ψ' first: the history's lr_generator is its rate. The person-generic weights ψ move at
+    # generic_rate_scale times that rate (0: not at all, and without their weight gradients).
+    generator_groups = [{"params": [adain_params], "lr": fc.lr_generator}]
+    if fc.generic_rate_scale > 0:
+        generator_groups.append({"params": generic_params, "lr": fc.lr_generator * fc.generic_rate_scale})
+    else:
+        for parameter in generic_params:
+            parameter.requires_grad_(False)
+    optimizer_generator = torch.optim.Adam(generator_groups, betas=betas)
     optimizer_discriminator = torch.optim.Adam(
         [*discriminator_params, person_vector], lr=fc.lr_discriminator, betas=betas
     )
-    base_rates = ((optimizer_generator, fc.lr_generator), (optimizer_discriminator, fc.lr_discriminator))
+    for optimizer in (optimizer_generator, optimizer_discriminator):
+        for group in optimizer.param_groups:
+            group["base_lr"] = group["lr"]  # the schedule's starting rate, per group
     budget_seconds = 60 * fc.minutes
     deadline = time.monotonic() + budget_seconds if budget_seconds > 0 else None
     rng = torch.Generator().manual_seed(fc.seed)
@@ -225,9 +238,9 @@ def finetune(
                 progress = (step - 1) / total_steps
                 if deadline is not None:
                     progress = max(progress, 1.0 - (deadline - time.monotonic()) / budget_seconds)
-                for optimizer, base_rate in base_rates:
+                for optimizer in (optimizer_generator, optimizer_discriminator):
                     for group in optimizer.param_groups:
-                        group["lr"] = base_rate * _half_cosine(progress)
+                        group["lr"] = group["base_lr"] * _half_cosine(progress)
             index = index.to(device)
             real, landmark_image = frames.images[index], frames.landmark_images[index]
             landmarks = frames.landmarks[index]
