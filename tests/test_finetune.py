@@ -113,7 +113,8 @@ def test_generic_rate_scale_holds_g_s_person_generic_weights_back(networks) -> N
     assert not torch.allclose(frozen.adain_params, start)
     assert [r["lr_generator"] for r in frozen.history] == [r["lr_generator"] for r in full.history]
     with pytest.raises(ValueError, match="generic_rate_scale"):
-        finetune(embedder, generator, discriminator, frames, tiny("finetune.generic_rate_scale=-1"), progress=False)
+        negative = tiny("finetune.generic_rate_scale=-1")
+        finetune(embedder, generator, discriminator, frames, negative, progress=False)
 
 
 def test_batches_visit_every_frame_once_per_pass() -> None:
