@@ -97,7 +97,7 @@ PRESET_VALUES: dict[str, dict[str, object]] = {
         "model.max_channels": 256,
         "model.identity_prior": "dlib",
         "loss.allow_offline": True,
-        "loss.identity_weight": 0.5,
+        "loss.identity_weight": 4.0,
         "loss.match_weight": 1.0,
         "loss.pixel_weight": 10.0,
         "loss.laplacian_weight": 90.0,

@@ -100,3 +100,30 @@ def test_embedder_takes_given_descriptors_as_its_own() -> None:
         embedder(frames, landmarks, face_descriptors=descriptors[:3])
     with pytest.raises(ValueError, match="no identity prior"):
         Embedder(preset("tiny").model)(frames, landmarks, face_descriptors=descriptors)
+
+
+def test_standardised_prior_projects_descriptors_minus_their_mean_over_their_spread() -> None:
+    torch.manual_seed(0)
+    prior = FaceDescriptorPrior(32, 16, network=StandInFaceNetwork(), standardised=True)
+    with torch.no_grad():
+        prior.projection.weight.normal_()
+    descriptors = torch.randn(6, 128) * torch.linspace(0.5, 2.0, 128) + 3.0
+    images = random_images(6, 32, 3)  # stand-ins: the descriptors are given
+    # until it is measured the standardisation is the identity: a fresh model renders as one without it
+    torch.testing.assert_close(prior(images, descriptors), prior.projection(descriptors))
+    prior.set_standardisation(descriptors)
+    standardised = (descriptors - descriptors.mean(0)) / descriptors.std(0)
+    torch.testing.assert_close(prior(images, descriptors), prior.projection(standardised))
+    torch.testing.assert_close(standardised.mean(0), torch.zeros(128), atol=1e-5, rtol=0)
+    # the measured statistics are part of the model (saved and loaded), and only in a standardised prior
+    assert {"descriptor_mean", "descriptor_scale"} <= set(prior.state_dict())
+    plain = FaceDescriptorPrior(32, 16, network=StandInFaceNetwork())
+    assert not any(k.startswith("descriptor_") for k in plain.state_dict())
+    with pytest.raises(ValueError, match="no standardisation"):
+        plain.set_standardisation(descriptors)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        prior.set_standardisation(descriptors[:1])
+    constant = descriptors.clone()
+    constant[:, 0] = 1.0  # a component that never varies is not divided by ~0
+    prior.set_standardisation(constant)
+    assert torch.isfinite(prior(images, constant)).all()

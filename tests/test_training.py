@@ -681,6 +681,34 @@ def test_identity_prior_trains_only_its_projection_and_round_trips(tiny_data, tm
         assert torch.equal(saved, original), name
 
 
+def test_standardised_identity_prior_is_measured_on_training_frames_once_and_kept(tiny_data, tmp_path):
+    from metahead.data.episodes import EpisodeDataset
+    from metahead.training.meta import train
+
+    overrides = ("train.steps=2", "model.identity_prior=dlib", "model.identity_prior_standardised=true")
+    run = train(tiny_config(tiny_data, tmp_path / "run", *overrides))
+    embedder, _, _, _ = checkpoint.load_model(run / "model.pt")
+    prior = embedder.identity_prior
+    # the statistics of the training frames' own descriptors: 4 frames of every video, spread over it
+    dataset = EpisodeDataset(tiny_data, shots=2, image_size=32)
+    frames = []
+    for index, record in enumerate(dataset.records):
+        ids = torch.linspace(0, record.num_frames - 1, 4).round().long().unique().tolist()
+        frames.append(dataset.read_frames(index, ids)[0])
+    descriptors = prior.descriptors(torch.cat(frames))
+    torch.testing.assert_close(prior.descriptor_mean, descriptors.mean(0), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(prior.descriptor_scale, descriptors.std(0), atol=1e-4, rtol=1e-4)
+    # a resumed run keeps the statistics it saved instead of measuring them again
+    newest = sorted((run / "checkpoints").glob("state-*.pt"))[-1]
+    state = torch.load(newest, weights_only=False)
+    state["networks"]["embedder"]["identity_prior.descriptor_mean"] += 1.0
+    torch.save(state, newest)
+    resumed = train(tiny_config(tiny_data, tmp_path / "run", *overrides[1:], "train.steps=3"), resume=True)
+    embedder, _, _, _ = checkpoint.load_model(resumed / "model.pt")
+    kept = embedder.identity_prior.descriptor_mean
+    torch.testing.assert_close(kept, descriptors.mean(0) + 1.0, atol=1e-4, rtol=1e-4)
+
+
 def test_identity_prior_cache_gives_the_loop_each_shots_own_descriptor(tiny_data, tmp_path, monkeypatch):
     """In the training loop, every descriptor E's prior takes from the per-frame cache is the descriptor of
     the image it stands for (the frames' indices reach the cache with their images), frames drawn again

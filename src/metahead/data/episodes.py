@@ -201,6 +201,11 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def read_frames(self, index: int, frame_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (N, 3, S, S) in [-1, 1] and landmarks (N, 68, 2) of video `index`, as stored (no mirroring
+        or recolouring)."""
+        return _read_video(self.root, self.records[index], list(frame_ids), self.image_size)
+
     def draw_frames(self, num_frames: int) -> torch.Tensor:
         """K+1 distinct frame indices of a video with `num_frames` frames, from torch's global RNG."""
         draw = int(torch.randint(0, 2**62, ()))

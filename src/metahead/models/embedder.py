@@ -22,7 +22,13 @@ class FaceDescriptorPrior(nn.Module):
     real-train frames their descriptors have cosine 0.98 to those of chips aligned on each frame's own
     landmarks."""
 
-    def __init__(self, image_size: int, embedding_dim: int, network: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        embedding_dim: int,
+        network: nn.Module | None = None,
+        standardised: bool = False,
+    ) -> None:
         super().__init__()
         from metahead.landmarks.mean_face import mean_face_landmarks
         from metahead.models.face_identity import FaceIdentityNet
@@ -33,6 +39,28 @@ class FaceDescriptorPrior(nn.Module):
         nn.init.zeros_(self.projection.weight)
         marks = torch.as_tensor(mean_face_landmarks(image_size), dtype=torch.float32)
         self.register_buffer("chip_landmarks", marks, persistent=False)
+        # model.identity_prior_standardised: the descriptors' mean and spread over training frames (set by
+        # set_standardisation at the start of meta-learning; saved with the model). Identity until then.
+        self.standardised = standardised
+        if standardised:
+            self.register_buffer("descriptor_mean", torch.zeros(DESCRIPTOR_DIM))
+            self.register_buffer("descriptor_scale", torch.ones(DESCRIPTOR_DIM))
+
+    @torch.no_grad()
+    def set_standardisation(self, descriptors: torch.Tensor) -> None:
+        """Measure the standardisation on descriptors (M, 128) of training frames (`descriptors`' output):
+        their mean, and each component's standard deviation about it."""
+        if not self.standardised:
+            raise ValueError("this prior has no standardisation (model.identity_prior_standardised)")
+        if descriptors.ndim != 2 or descriptors.shape[1] != DESCRIPTOR_DIM or len(descriptors) < 2:
+            raise ValueError(
+                f"expected descriptors of at least 2 frames, shape (M, {DESCRIPTOR_DIM}), "
+                f"got {tuple(descriptors.shape)}"
+            )
+        descriptors = descriptors.float()
+        self.descriptor_mean.copy_(descriptors.mean(dim=0))
+        # a component that never varies is left at its scale instead of blown up
+        self.descriptor_scale.copy_(descriptors.std(dim=0).clamp_min(1e-3))
 
     def descriptors(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> unit descriptors scaled to unit variance per component (B, 128)."""
@@ -55,6 +83,8 @@ class FaceDescriptorPrior(nn.Module):
                 f"expected face descriptors of shape ({len(images)}, {DESCRIPTOR_DIM}), "
                 f"got {tuple(descriptors.shape)}"
             )
+        if self.standardised:
+            descriptors = (descriptors.float() - self.descriptor_mean) / self.descriptor_scale
         weight = self.projection.weight
         return self.projection(descriptors.to(weight.dtype))
 
@@ -78,7 +108,9 @@ class Embedder(nn.Module):
         if cfg.identity_prior not in IDENTITY_PRIORS:
             raise ValueError(f"model.identity_prior={cfg.identity_prior!r}: choose one of {IDENTITY_PRIORS}")
         self.identity_prior = (
-            FaceDescriptorPrior(cfg.image_size, cfg.embedding_dim, face_network)
+            FaceDescriptorPrior(
+                cfg.image_size, cfg.embedding_dim, face_network, standardised=cfg.identity_prior_standardised
+            )
             if cfg.identity_prior == "dlib"
             else None
         )

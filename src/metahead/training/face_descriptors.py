@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch.utils.data import Dataset
 
 from metahead.models.embedder import DESCRIPTOR_DIM, FaceDescriptorPrior
 
@@ -85,3 +86,31 @@ class FrameDescriptorCache:
             self.computed += len(fresh)
         self.looked_up += b * k
         return descriptors
+
+
+@torch.no_grad()
+def measure_standardisation(
+    prior: FaceDescriptorPrior, dataset: Dataset, frames_per_video: int = 4, batch_size: int = 64
+) -> int:
+    """Set the prior's standardisation from `frames_per_video` frames of every training video, spread evenly
+    over each video (the same frames on every rank, so ranks agree). Returns the number of frames used."""
+    rows = []
+    pending: list[torch.Tensor] = []
+    device = prior.projection.weight.device
+
+    def flush() -> None:
+        if pending:
+            rows.append(prior.descriptors(torch.cat(pending).to(device)).float())
+            pending.clear()
+
+    for index, record in enumerate(dataset.records):
+        count = min(frames_per_video, record.num_frames)
+        frame_ids = torch.linspace(0, record.num_frames - 1, count).round().long().unique().tolist()
+        images, _ = dataset.read_frames(index, frame_ids)
+        pending.append(images)
+        if sum(len(p) for p in pending) >= batch_size:
+            flush()
+    flush()
+    descriptors = torch.cat(rows)
+    prior.set_standardisation(descriptors)
+    return len(descriptors)

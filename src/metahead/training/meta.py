@@ -49,7 +49,7 @@ from metahead.losses import (
 from metahead.models import Discriminator, Embedder, Generator, embed_person
 from metahead.training import checkpoint, distributed
 from metahead.training.ema import WeightAverage
-from metahead.training.face_descriptors import FrameDescriptorCache
+from metahead.training.face_descriptors import FrameDescriptorCache, measure_standardisation
 from metahead.training.logging import RunLogger, sample_grid
 from metahead.training.video_embeddings import (
     RowwiseAdam,
@@ -173,6 +173,10 @@ def _train(
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         step = state["step"]
+    prior = embedder.identity_prior
+    standardised_on = 0  # frames the prior's standardisation is measured on (a resumed run keeps its own)
+    if state is None and prior is not None and prior.standardised:
+        standardised_on = measure_standardisation(prior, dataset)
     if state is None and tc.finetunable:  # where W starts: train.video_embedding_init
         initialise_video_embeddings(
             video_embeddings, tc.video_embedding_init, embedder, dataset, ctx, seed=tc.seed,
@@ -183,9 +187,8 @@ def _train(
     if state is not None and average.enabled and state.get("averaged"):
         average.load_state_dict(state["averaged"])  # (an older state without one: the average starts here)
     # E's identity prior sees each training frame's descriptor once, not once per episode that draws it.
-    face_descriptors = FrameDescriptorCache.for_training(
-        embedder.identity_prior, [r.num_frames for r in dataset.records], device
-    )
+    frames_per_video = [r.num_frames for r in dataset.records]
+    face_descriptors = FrameDescriptorCache.for_training(prior, frames_per_video, device)
     sample_episodes = _sample_episodes(dataset, tc.seed) if ctx.is_main else None
     if tc.compile:
         for net in (embedder, generator, discriminator):
@@ -217,6 +220,8 @@ def _train(
             f"identity prior: each of the {len(face_descriptors.table):,} training frames' face descriptors "
             "is computed once and kept"
         )
+    if standardised_on:
+        logger.message(f"identity prior: descriptors standardised on {standardised_on:,} training frames")
     if state_file is not None:
         logger.message(f"resumed from {state_file}")
         for reason in passed_over:
