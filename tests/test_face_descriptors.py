@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from metahead.config import preset
 from metahead.models import Embedder, embed_person
 from metahead.models.embedder import FaceDescriptorPrior
 from metahead.training import face_descriptors as cache_module
-from metahead.training.face_descriptors import FrameDescriptorCache
+from metahead.training.face_descriptors import FrameDescriptorCache, measure_standardisation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -127,3 +128,30 @@ def test_standardised_prior_projects_descriptors_minus_their_mean_over_their_spr
     constant[:, 0] = 1.0  # a component that never varies is not divided by ~0
     prior.set_standardisation(constant)
     assert torch.isfinite(prior(images, constant)).all()
+
+
+class _CountingFrames:
+    """A stand-in training set: `records` with frame counts, and read_frames that records what it read."""
+
+    def __init__(self, frame_counts: list[int]) -> None:
+        self.records = [types.SimpleNamespace(num_frames=n) for n in frame_counts]
+        self.read: list[tuple[int, list[int]]] = []
+
+    def read_frames(self, index: int, frame_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        self.read.append((index, list(frame_ids)))
+        return random_images(len(frame_ids), 32, index), torch.zeros(len(frame_ids), 68, 2)
+
+
+def test_standardisation_reads_frames_spread_over_every_video_and_caps_a_large_corpus() -> None:
+    prior = FaceDescriptorPrior(32, 16, network=StandInFaceNetwork(), standardised=True)
+    small = _CountingFrames([10, 3, 7])
+    assert measure_standardisation(prior, small, batch_size=5) == 4 + 3 + 4
+    assert small.read == [(0, [0, 3, 6, 9]), (1, [0, 1, 2]), (2, [0, 2, 4, 6])]
+    # more videos than max_frames / frames_per_video: fewer frames each, then one frame of spread videos
+    large = _CountingFrames([10] * 12)
+    assert measure_standardisation(prior, large, max_frames=24) == 24
+    assert [frames for _, frames in large.read] == [[0, 9]] * 12
+    huge = _CountingFrames([10] * 50)
+    assert measure_standardisation(prior, huge, max_frames=10) == 10
+    assert [index for index, _ in huge.read] == [0, 5, 11, 16, 22, 27, 33, 38, 44, 49]
+    assert {tuple(frames) for _, frames in huge.read} == {(0,)}
