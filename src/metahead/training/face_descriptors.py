@@ -12,11 +12,14 @@ frames may take other kernels).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import Dataset
 
 from metahead.models.embedder import DESCRIPTOR_DIM, FaceDescriptorPrior
+
+if TYPE_CHECKING:
+    from metahead.data.episodes import EpisodeDataset
 
 # 4 bytes x 128 per frame: 2M frames (VoxCeleb1's ~1.1M at 25 fps fit) take 1 GiB. Beyond, no cache.
 MAX_CACHED_FRAMES = 2_000_000
@@ -91,7 +94,7 @@ class FrameDescriptorCache:
 @torch.no_grad()
 def measure_standardisation(
     prior: FaceDescriptorPrior,
-    dataset: Dataset,
+    dataset: EpisodeDataset,
     frames_per_video: int = 4,
     max_frames: int = 4096,
     batch_size: int = 64,
